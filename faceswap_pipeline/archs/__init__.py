@@ -1,0 +1,8 @@
+"""Network architectures (``nn.Module`` only: no I/O, no weights loading).
+
+Importing this package registers every architecture in ``faceswap_pipeline.registry.ARCHS``.
+"""
+
+from faceswap_pipeline.archs import cyclegan  # noqa: F401
+
+__all__ = ["cyclegan"]

@@ -1,0 +1,211 @@
+"""Shipped model weights: manifest, sha256 verification, safe loading, compact storage.
+
+``weights/manifest.json`` maps a model name (``family.tag``, e.g. ``cyclegan.male2female``) to::
+
+    {
+      "file": "cyclegan_male2female.safetensors",  # relative to the weights folder
+      "sha256": "...",                              # checked on every load
+      "arch": "cyclegan_resnet",                    # key of faceswap_pipeline.registry.ARCHS
+      "kwargs": {"ngf": 32, "n_blocks": 9},         # constructor arguments
+      "storage": "int8",                            # int8 | fp16 | fp32 (int8: per-channel scales)
+      "io": {"range": [-1, 1], "size": 128},        # what the network expects
+      "framing": {...},                             # crop factors the model was trained with
+      "training": {"command": ..., "data": ..., "steps": ..., "wall_time_s": ...},
+      "metrics": {...}
+    }
+
+Weights are read with ``safetensors`` (no pickle). The folder is, in order: the ``weights_dir``
+argument, the ``FACESWAP_WEIGHTS`` environment variable, the repository's ``weights/`` (source
+checkout or editable install), or ``<prefix>/share/faceswap_pipeline/weights`` (wheel install).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+ENV_VAR = "FACESWAP_WEIGHTS"
+MANIFEST = "manifest.json"
+_QSUFFIX, _SSUFFIX = ".__int8", ".__scale"
+
+
+class WeightsError(RuntimeError):
+    """A model's weights are missing, unknown, corrupt or do not fit its architecture."""
+
+
+def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """Resolve the weights folder (see module docstring for the search order)."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    repo = Path(__file__).resolve().parent.parent / "weights"
+    if (repo / MANIFEST).is_file():
+        return repo
+    return Path(sys.prefix) / "share" / "faceswap_pipeline" / "weights"
+
+
+def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """Return the ``models`` mapping of the manifest (empty if there is no manifest)."""
+    path = weights_dir(folder) / MANIFEST
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("models", {})
+
+
+def model_entry(name: str, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The manifest entry of ``name``; raises :class:`WeightsError` naming what is available."""
+    models = read_manifest(folder)
+    if name not in models:
+        where = weights_dir(folder) / MANIFEST
+        raise WeightsError(
+            f"no trained weights for {name!r} in {where} (available: {sorted(models) or 'none'}). "
+            f"Train them (see README, 'Training') or point {ENV_VAR} at a folder that has them."
+        )
+    return models[name]
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+    """Check that ``name``'s file exists and matches the manifest's sha256; return its path."""
+    entry = model_entry(name, folder)
+    path = weights_dir(folder) / entry["file"]
+    if not path.is_file():
+        raise WeightsError(f"weights file for {name!r} is missing: {path} (expected sha256 {entry['sha256']})")
+    got = sha256_file(path)
+    if got != entry["sha256"]:
+        raise WeightsError(
+            f"weights file for {name!r} is corrupt: {path} has sha256 {got}, manifest expects {entry['sha256']}"
+        )
+    return path
+
+
+def quantize_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
+    """Encode a float state dict for storage.
+
+    ``int8``: every floating tensor with >= 2 dims (conv / linear weights) becomes symmetric int8
+    with one fp32 scale per output channel (dim 0), stored as ``key.__int8`` + ``key.__scale``;
+    1-D tensors (biases, norms) stay fp32. ``fp16``: floating tensors cast to fp16. ``fp32``: as is.
+    """
+    if storage not in ("int8", "fp16", "fp32"):
+        raise ValueError(f"storage must be int8, fp16 or fp32, not {storage!r}")
+    out: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        v = v.detach().cpu().contiguous()
+        if not v.is_floating_point():
+            out[k] = v
+        elif storage == "int8" and v.dim() >= 2:
+            flat = v.float().reshape(v.shape[0], -1)
+            scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+            out[k + _QSUFFIX] = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8).reshape(v.shape)
+            out[k + _SSUFFIX] = scale.float()
+        elif storage == "fp16":
+            out[k] = v.half()
+        else:
+            out[k] = v.float()
+    return out
+
+
+def dequantize_state_dict(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`quantize_state_dict`: every floating tensor comes back as fp32."""
+    out: dict[str, torch.Tensor] = {}
+    for k, v in stored.items():
+        if k.endswith(_SSUFFIX):
+            continue
+        if k.endswith(_QSUFFIX):
+            base = k[: -len(_QSUFFIX)]
+            scale = stored[base + _SSUFFIX]
+            out[base] = v.float() * scale.view(-1, *([1] * (v.dim() - 1)))
+        elif v.is_floating_point():
+            out[k] = v.float()
+        else:
+            out[k] = v
+    return out
+
+
+def save_weights(
+    model: nn.Module | dict[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    arch: str,
+    kwargs: dict[str, Any],
+    storage: str = "fp16",
+) -> str:
+    """Write a model's weights as safetensors (atomically) and return the file's sha256.
+
+    The header metadata records ``arch`` and ``kwargs`` so a file describes itself.
+    """
+    from safetensors.torch import save_file
+
+    state = model.state_dict() if isinstance(model, nn.Module) else model
+    stored = quantize_state_dict(state, storage)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        meta = {"format": "faceswap_pipeline/1", "arch": arch, "kwargs": json.dumps(kwargs), "storage": storage}
+        save_file(stored, tmp, metadata=meta)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return sha256_file(path)
+
+
+def register_weights(name: str, entry: dict[str, Any], folder: str | os.PathLike[str] | None = None) -> None:
+    """Add or replace ``name`` in the manifest (atomic rewrite, keys sorted for clean diffs)."""
+    d = weights_dir(folder)
+    d.mkdir(parents=True, exist_ok=True)
+    path = d / MANIFEST
+    doc = {"format": 1, "models": {}}
+    if path.is_file():
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    doc["models"][name] = entry
+    doc["models"] = dict(sorted(doc["models"].items()))
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_state_dict(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Verify and read ``name``'s weights; returns ``(fp32 state_dict, manifest entry)``."""
+    from safetensors.torch import load_file
+
+    path = verify(name, folder)
+    try:
+        stored = load_file(str(path), device="cpu")
+    except Exception as e:  # safetensors raises its own error types
+        raise WeightsError(f"cannot read weights file {path} for {name!r}: {e}") from e
+    return dequantize_state_dict(stored), model_entry(name, folder)
+
+
+def load_model(name: str, folder: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build ``name``'s architecture from the manifest, load its verified weights, return it in eval mode."""
+    import faceswap_pipeline.archs  # noqa: F401  (registers the architectures)
+    from faceswap_pipeline.registry import ARCHS
+
+    state, entry = load_state_dict(name, folder)
+    model: nn.Module = ARCHS.get(entry["arch"])(**entry.get("kwargs", {}))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        raise WeightsError(f"weights of {name!r} do not fit architecture {entry['arch']}: {e}") from e
+    return model.to(device).eval()
