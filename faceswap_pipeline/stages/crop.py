@@ -1,0 +1,64 @@
+"""Stages 2+3: frame each face (seed's per-side rescale) and letterbox it to a square."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from faceswap_pipeline.ops.geometry import SEED_RESCALE, crop_letterbox, rescale_box
+from faceswap_pipeline.types import Detection, ImageRecord
+
+import numpy as np
+
+
+def frame_face(
+    image: np.ndarray, det: Detection, rescale: Sequence[float] = SEED_RESCALE, size: int = 128
+):  # -> tuple[torch.Tensor, CropTransform]
+    """Crop one detected face the way every model of this project sees faces.
+
+    This is *the* framing function: training-data preparation calls it too, so a generator sees
+    at inference exactly the kind of crop it was trained on.
+
+    Args:
+        image: ``(H, W, 3)`` uint8 RGB photo.
+        det: the detection (HOG framing).
+        rescale: per-side factors ``(left, top, right, bottom)``, see
+            :func:`~faceswap_pipeline.ops.geometry.rescale_box`.
+        size: side of the letterboxed square.
+
+    Returns:
+        ``(crop, transform)``: ``(3, size, size)`` float32 in [0, 1] and its
+        :class:`~faceswap_pipeline.types.CropTransform`.
+    """
+    return crop_letterbox(image, rescale_box(det.box, rescale), size)
+
+
+class CropLetterbox:
+    """Stage: sets ``face.crop`` ``(3, size, size)`` float32 in [0, 1] and ``face.transform``.
+
+    Args:
+        rescale: per-side enlargement of the detector box; the pipeline passes the framing the
+            generator was trained with (its manifest entry), defaulting to the seed's.
+        size: square side (128 for the seed's generator).
+    """
+
+    name = "crop"
+
+    def __init__(self, rescale: Sequence[float] = SEED_RESCALE, size: int = 128) -> None:
+        self.rescale = tuple(float(f) for f in rescale)
+        self.size = int(size)
+
+    def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
+        for rec in batch:
+            for face in rec.faces:
+                face.crop, face.transform = frame_face(rec.image, face.detection, self.rescale, self.size)
+        return batch
+
+    def __repr__(self) -> str:
+        return f"CropLetterbox(rescale={self.rescale}, size={self.size})"
+
+
+def stack_crops(crops: list[torch.Tensor]) -> torch.Tensor:
+    """``list of (3, S, S)`` -> ``(N, 3, S, S)`` float32 (helper for the model stages)."""
+    return torch.stack(crops, 0) if crops else torch.zeros(0, 3, 0, 0)
