@@ -48,7 +48,7 @@ def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     repo = Path(__file__).resolve().parent.parent / "weights"
-    if (repo / MANIFEST).is_file():
+    if repo.is_dir():
         return repo
     return Path(sys.prefix) / "share" / "faceswap_pipeline" / "weights"
 

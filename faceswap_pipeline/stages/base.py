@@ -7,11 +7,12 @@ them). A stage that runs a network batches the faces of *all* records in the cal
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
-from faceswap_pipeline.types import Detection, ImageRecord
+from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
 
 
 @runtime_checkable
@@ -51,15 +52,30 @@ class ModelStage:
         raise NotImplementedError
 
 
-class Detector(Protocol):
-    """What a detection stage provides besides the stage protocol: ``detect(image) -> list[Detection]``.
+class DetectorStage:
+    """Base for detection stages: implement :meth:`detect` (and :meth:`detect_batch` to batch).
 
-    ``image`` is ``(H, W, 3)`` uint8 RGB; boxes are ``(x0, y0, x1, y1)`` source pixels in the
-    HOG framing (cascade detectors calibrate their boxes to it), so crop factors fit any detector.
+    Boxes are ``(x0, y0, x1, y1)`` source pixels in the HOG framing (other detectors calibrate
+    their boxes to it), so a model's crop factors fit whichever detector found the face.
+
+    Calling the object works two ways: ``det(image)`` with an ``(H, W, 3)`` uint8 RGB array
+    returns ``list[Detection]`` (the public API), and ``det(batch)`` with a list of
+    :class:`ImageRecord` is the stage protocol (sets ``rec.faces``).
     """
 
-    name: str
+    name = "detect"
 
-    def detect(self, image) -> list[Detection]: ...  # noqa: ANN001
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Faces in one ``(H, W, 3)`` uint8 RGB image, highest score first."""
+        raise NotImplementedError
 
-    def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]: ...
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Faces in each of several images (override to batch the work)."""
+        return [self.detect(im) for im in images]
+
+    def __call__(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return self.detect(x)
+        for rec, dets in zip(x, self.detect_batch([r.image for r in x])):
+            rec.faces = [FaceRecord(detection=d) for d in dets]
+        return x

@@ -8,7 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
+from faceswap_pipeline.stages.base import DetectorStage
+from faceswap_pipeline.types import Detection
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def _to_detector_input(image: np.ndarray, max_side: int | None) -> tuple[np.ndar
     return np.ascontiguousarray(small.round().astype(np.uint8)), f
 
 
-class HogDetector:
+class HogDetector(DetectorStage):
     """dlib ``get_frontal_face_detector()`` over an image, all faces kept.
 
     Args:
@@ -70,11 +71,6 @@ class HogDetector:
             if min(box[2] - box[0], box[3] - box[1]) >= self.min_size:
                 dets.append(Detection(box=box, score=float(s)))
         return sorted(dets, key=lambda d: -d.score)
-
-    def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
-        for rec in batch:
-            rec.faces = [FaceRecord(detection=d) for d in self.detect(rec.image)]
-        return batch
 
     def __repr__(self) -> str:
         return f"HogDetector(upsample={self.upsample}, min_size={self.min_size}, threshold={self.threshold})"

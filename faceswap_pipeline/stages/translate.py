@@ -1,0 +1,115 @@
+"""Stage 4: CycleGAN translation of the letterboxed faces (the only place [-1, 1] exists)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.types import ImageRecord
+
+DIRECTIONS: tuple[str, ...] = (
+    "male2female",
+    "female2male",
+    "white2asian",
+    "asian2white",
+    "white2black",
+    "black2white",
+)
+"""Translations a generator can be trained for; each has the weights name ``cyclegan.<direction>``."""
+
+
+def generator_name(direction: str) -> str:
+    """Weights name of the generator for ``direction`` (raises ``ValueError`` for unknown ones)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"unknown direction {direction!r}; choose one of {', '.join(DIRECTIONS)}")
+    return f"cyclegan.{direction}"
+
+
+def translate(generator: nn.Module, faces: torch.Tensor) -> torch.Tensor:
+    """Run a generator on letterboxed faces, converting the value range on the way in and out.
+
+    Shape: (N, 3, S, S) float32 in [0, 1] -> (N, 3, S, S) float32 in [0, 1].
+    """
+    y = generator(faces * 2.0 - 1.0)
+    return ((y.float() + 1.0) * 0.5).clamp_(0.0, 1.0)
+
+
+class Translator(ModelStage):
+    """Stage: sets ``face.output`` (3, S, S) float32 in [0, 1] for faces with a direction it serves.
+
+    Faces of every record in the call are batched together (``batch_size`` per forward pass) per
+    direction. A face whose ``direction`` is None gets ``default_direction`` (when given); faces
+    whose direction this stage has no generator for are left untouched (not swapped).
+
+    Args:
+        generators: direction -> generator taking (N, 3, S, S) in [-1, 1].
+        default_direction: direction for faces no earlier stage assigned one to.
+        device: where the generators run.
+        batch_size: faces per forward pass.
+        amp: use bf16 autocast on CUDA (ignored on CPU, where it is slower for small batches and
+            changes results).
+    """
+
+    name = "translate"
+
+    def __init__(
+        self,
+        generators: Mapping[str, nn.Module],
+        default_direction: str | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 16,
+        amp: bool = True,
+    ) -> None:
+        super().__init__(device, batch_size)
+        self.modules = {d: g.eval() for d, g in generators.items()}
+        self.default_direction = default_direction
+        self.amp = amp
+        self.to(self.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        directions: str | list[str],
+        weights_dir: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "cpu",
+        **kwargs,
+    ) -> "Translator":
+        """Load verified generators from ``weights/`` for one or more directions.
+
+        A single direction becomes the default direction.
+        """
+        from faceswap_pipeline.weights import load_model
+
+        dirs = [directions] if isinstance(directions, str) else list(directions)
+        gens = {d: load_model(generator_name(d), weights_dir) for d in dirs}
+        if isinstance(directions, str):
+            kwargs.setdefault("default_direction", directions)
+        return cls(gens, device=device, **kwargs)
+
+    def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
+        todo: dict[str, list] = {}
+        for rec in batch:
+            for face in rec.faces:
+                if face.direction is None:
+                    face.direction = self.default_direction
+                if face.direction in self.modules and face.crop is not None:
+                    todo.setdefault(face.direction, []).append(face)
+        cuda = self.device.type == "cuda"
+        for direction, faces in todo.items():
+            gen = self.modules[direction]
+            for i in range(0, len(faces), self.batch_size):
+                chunk = faces[i : i + self.batch_size]
+                x = torch.stack([f.crop for f in chunk]).to(self.device, non_blocking=True)
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp):
+                    y = translate(gen, x).cpu()
+                for f, out in zip(chunk, y):
+                    f.output = out
+                    f.actions.append(f"translate:{direction}")
+        return batch
+
+    def __repr__(self) -> str:
+        return f"Translator(directions={sorted(self.modules)}, device={self.device}, batch_size={self.batch_size})"

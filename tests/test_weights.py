@@ -1,0 +1,81 @@
+import json
+
+import pytest
+import torch
+
+from faceswap_pipeline.archs.cyclegan import ResnetGenerator
+from faceswap_pipeline.weights import (
+    WeightsError, dequantize_state_dict, load_model, quantize_state_dict, register_weights, save_weights, verify,
+)
+
+
+def _save(tmp_path, storage="fp32", seed=0):
+    torch.manual_seed(seed)
+    g = ResnetGenerator(ngf=4, n_blocks=1).eval()
+    kw = {"ngf": 4, "n_blocks": 1}
+    sha = save_weights(g, tmp_path / "g.safetensors", arch="cyclegan_resnet", kwargs=kw, storage=storage)
+    register_weights("cyclegan.test", {"file": "g.safetensors", "sha256": sha, "arch": "cyclegan_resnet", "kwargs": kw, "storage": storage}, tmp_path)
+    return g
+
+
+def test_round_trip_fp32_gives_identical_outputs(tmp_path):
+    g = _save(tmp_path)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    g2 = load_model("cyclegan.test", tmp_path)
+    with torch.no_grad():
+        assert torch.equal(g(x), g2(x))
+    assert not g2.training
+
+
+def test_int8_storage_is_close_and_smaller(tmp_path):
+    torch.manual_seed(0)
+    g = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    sd = g.state_dict()
+    q = quantize_state_dict(sd, "int8")
+    assert any(v.dtype == torch.int8 for v in q.values())
+    deq = dequantize_state_dict(q)
+    assert deq.keys() == sd.keys()
+    for k in sd:
+        err = (deq[k] - sd[k]).abs().max()
+        assert err <= sd[k].abs().max() / 127 * 0.5 + 1e-7, k  # half a quantisation step per channel
+    g2 = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    g2.load_state_dict(deq)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert (g(x) - g2(x)).abs().mean() < 0.02
+
+
+def test_corrupt_file_is_rejected_naming_file_and_hash(tmp_path):
+    _save(tmp_path)
+    p = tmp_path / "g.safetensors"
+    data = bytearray(p.read_bytes())
+    data[-10] ^= 0xFF
+    p.write_bytes(bytes(data))
+    with pytest.raises(WeightsError, match=r"corrupt: .*g\.safetensors has sha256 [0-9a-f]{64}, manifest expects"):
+        load_model("cyclegan.test", tmp_path)
+
+
+def test_missing_file_and_unknown_model_are_clear_errors(tmp_path):
+    _save(tmp_path)
+    (tmp_path / "g.safetensors").unlink()
+    with pytest.raises(WeightsError, match="missing"):
+        verify("cyclegan.test", tmp_path)
+    with pytest.raises(WeightsError, match=r"no trained weights for 'cyclegan.nope'.*available: \['cyclegan.test'\]"):
+        load_model("cyclegan.nope", tmp_path)
+
+
+def test_wrong_architecture_kwargs_are_rejected(tmp_path):
+    _save(tmp_path)
+    doc = json.loads((tmp_path / "manifest.json").read_text())
+    doc["models"]["cyclegan.test"]["kwargs"] = {"ngf": 8, "n_blocks": 1}
+    (tmp_path / "manifest.json").write_text(json.dumps(doc))
+    with pytest.raises(WeightsError, match="do not fit"):
+        load_model("cyclegan.test", tmp_path)
+
+
+def test_files_have_no_pickle(tmp_path):
+    _save(tmp_path)
+    head = (tmp_path / "g.safetensors").read_bytes()[:8]
+    n = int.from_bytes(head, "little")
+    header = json.loads((tmp_path / "g.safetensors").read_bytes()[8 : 8 + n])
+    assert header["__metadata__"]["arch"] == "cyclegan_resnet"
