@@ -1,0 +1,112 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import faceswap_pipeline as fp
+from faceswap_pipeline.pipeline import Pipeline
+from faceswap_pipeline.stages.crop import CropLetterbox
+from faceswap_pipeline.stages.detect_hog import HogDetector
+from faceswap_pipeline.stages.translate import Translator
+from faceswap_pipeline.types import ImageRecord
+
+ASTRONAUT_FACE = (175.0, 76.0, 266.0, 167.0)  # dlib HOG box (upsample 1), see conftest
+
+
+def test_import_loads_no_model_no_dlib_no_torch():
+    code = "import sys, faceswap_pipeline; bad = {'dlib', 'torch', 'kornia'} & set(sys.modules); assert not bad, bad"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_hog_finds_the_astronaut(astronaut):
+    dets = fp.load_detector("hog")(astronaut)
+    assert dets[0].box == ASTRONAUT_FACE and dets[0].score > 1.0
+    assert all(d.score <= dets[0].score for d in dets)
+
+
+def test_hog_finds_every_face_on_a_multi_face_canvas(multi_face_canvas):
+    canvas, corners = multi_face_canvas
+    dets = HogDetector().detect(canvas)
+    assert len(dets) == 3
+    found = np.array(sorted((d.box[0], d.box[1]) for d in dets))
+    # the face sits at about (+30, +30) inside each pasted patch, as in the astronaut photo;
+    # HOG's 8-px cells on the 2x image put boxes on a 4-px grid, so allow that much and a bit
+    expected = np.array(sorted((x + 30, y + 30) for x, y in corners))
+    np.testing.assert_allclose(found, expected, atol=8)
+
+
+def test_hog_min_size_and_max_side(astronaut):
+    assert HogDetector(min_size=200).detect(astronaut) == []
+    big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # 1024 px, detected on a 512 px copy
+    (d, *_) = HogDetector(max_side=512).detect(big)
+    assert d.box == pytest.approx(tuple(2 * v for v in ASTRONAUT_FACE), abs=2)
+
+
+def test_pipeline_swaps_only_face_regions(multi_face_canvas, tiny_weights):
+    canvas, _ = multi_face_canvas
+    pipe = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)
+    out, faces = pipe(canvas)
+    assert out.shape == canvas.shape and out.dtype == np.uint8
+    assert len(faces) == 3
+    outside = np.ones(canvas.shape[:2], bool)
+    for f in faces:
+        assert f.actions == ["translate:male2female", "blend"]
+        x0, y0, x1, y1 = f.transform.box
+        outside[max(y0, 0) : y1, max(x0, 0) : x1] = False
+        assert np.any(out[y0:y1, x0:x1] != canvas[y0:y1, x0:x1])
+    np.testing.assert_array_equal(out[outside], canvas[outside])
+
+
+def test_pipeline_face_at_the_border(face_patch, tiny_weights):
+    canvas = np.full((300, 300, 3), 90, np.uint8)
+    canvas[:140, 100:250] = face_patch[20:]  # top 20 rows cut off: the seed crop reaches past the edge
+    pipe = fp.load_pipeline("female2male", device="cpu", weights_dir=tiny_weights)
+    out, faces = pipe(canvas)
+    assert len(faces) == 1
+    assert faces[0].transform.box[1] < 0  # padded, not shifted
+    assert np.any(out[:120] != canvas[:120])
+
+
+def test_faces_of_several_images_share_one_forward_pass(multi_face_canvas, astronaut, tiny_weights):
+    from faceswap_pipeline.weights import load_model
+
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def __init__(self, g):
+            super().__init__()
+            self.g = g
+
+        def forward(self, x):
+            calls.append(x.shape[0])
+            return self.g(x)
+
+    gen = Counting(load_model("cyclegan.male2female", tiny_weights))
+    pipe = Pipeline([HogDetector(), CropLetterbox(), Translator({"male2female": gen}, "male2female", batch_size=16)])
+    recs = pipe.process([ImageRecord(image=multi_face_canvas[0]), ImageRecord(image=astronaut)])
+    n_faces = sum(len(r.faces) for r in recs)
+    assert n_faces >= 4 and calls == [n_faces]
+
+
+def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
+    pipe = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)
+    bad = ImageRecord(image=np.zeros((10, 10), np.uint8), key="bad")
+    good = ImageRecord(image=astronaut, key="good")
+    pipe.process([bad, good])
+    assert bad.error and bad.error.startswith("detect: ValueError")
+    assert good.error is None and good.result is not None and len(good.faces) >= 1
+    assert set(good.timings) == {"detect", "crop", "translate", "blend"}
+
+
+def test_refuses_to_run_without_trained_weights(tmp_path):
+    with pytest.raises(fp.WeightsError, match="no trained weights for 'cyclegan.white2asian'"):
+        fp.load_pipeline("white2asian", device="cpu", weights_dir=tmp_path)
+
+
+def test_unknown_choices_are_clear_errors(tiny_weights):
+    with pytest.raises(ValueError, match="unknown direction"):
+        fp.load_pipeline("cat2dog", weights_dir=tiny_weights)
+    with pytest.raises(ValueError, match="unknown detector"):
+        fp.load_detector("haar")
