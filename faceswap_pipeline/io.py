@@ -559,7 +559,7 @@ def _same_file(a: Path, b: Path) -> bool:
 def _resize_alpha(alpha: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    im = Image.fromarray(alpha, mode="L").resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+    im = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8)).resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
     return np.asarray(im, dtype=np.uint8)
 
 
@@ -649,9 +649,9 @@ def write_image(
     if alpha is not None and not keep_alpha:
         logger.debug("%s has no alpha channel: transparency dropped for %s", fmt, path)
     if keep_alpha:
-        im = Image.fromarray(np.dstack([rgb8, alpha]), mode="RGBA")
+        im = Image.fromarray(np.dstack([rgb8, alpha]))
     else:
-        im = Image.fromarray(rgb8, mode="RGB")
+        im = Image.fromarray(rgb8)
     params = _save_params(fmt, like, quality, keep_alpha)
     with atomic_open(path) as f:
         im.save(f, format=fmt, **params)
