@@ -1,0 +1,636 @@
+"""The folder runner shared by the ``run``, ``detect`` and ``upscale`` subcommands.
+
+:func:`run_folder` walks an input folder, reads images in background threads, hands batches of
+successfully read images to a caller-supplied ``process_batch``, writes the results into a mirror
+of the input tree and keeps a JSON report of every input.
+
+``process_batch`` contract::
+
+    def process_batch(items: list[LoadedImage]) -> list[ItemResult | Exception]: ...
+
+It gets a non-empty list of :class:`~faceswap_pipeline.io.LoadedImage` (``item.rgb`` is (H, W, 3)
+uint8 RGB, upright) and returns one entry per item, in order: an :class:`ItemResult` or the
+exception that item failed with (that item is reported as an error, its neighbours are not
+affected). If it *raises*, the batch is retried one image at a time, so a single bad image cannot
+fail its batch-mates.
+
+Resume (the default; ``overwrite=True`` redoes everything):
+
+* ``write_outputs=True``: an input is done, and reported ``"skipped"``, when its output file exists.
+  Outputs are written atomically, so an existing output is always complete (an interrupted write
+  leaves only a hidden ``.<name>.<random>.tmp`` file, never a partial output).
+* ``write_outputs=False`` (detect-style runs, nothing written but the report): an input is done
+  when the existing report at ``report_path`` lists it (by path relative to the input folder) with
+  status ``"ok"`` or ``"skipped"`` *and* the same file size and modification time. Without a
+  ``report_path`` nothing is skipped.
+* A skipped input keeps the ``info`` recorded for it in the previous report, when there is one.
+
+The report (JSON, written atomically every ``report_every_s`` seconds, after the last image, and
+when the run is interrupted, so there is always a valid file) is::
+
+    {"version": 1, "complete": true, "input_dir": "...", "output_dir": "...",
+     "started": "2026-...Z", "finished": "2026-...Z",
+     "summary": {"total": 12, "ok": 10, "skipped": 1, "error": 1, "pending": 0,
+                 "elapsed_s": 3.2, "images_per_s": 3.4},
+     "items": [{"input": "sub/a.jpg", "output": "sub/a.jpg", "status": "ok", "error": null,
+                "info": {...}, "timings": {"read_s": 0.01, "process_s": 0.2, "write_s": 0.02},
+                "size": 12345, "mtime_ns": 1700000000000000000}, ...]}
+
+``input``/``output`` are relative to ``input_dir``/``output_dir`` (``output`` is null when nothing
+was written). ``status`` is ``"ok"``, ``"skipped"``, ``"error"`` or, in a report of an interrupted
+run, ``"pending"``. ``process_s`` is the item's share of its batch's ``process_batch`` time.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as _dt
+import json
+import logging
+import math
+import os
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from faceswap_pipeline.io import (
+    DEFAULT_MAX_PIXELS,
+    IMAGE_EXTENSIONS,
+    ImageReadError,
+    LoadedImage,
+    PathLike,
+    atomic_open,
+    atomic_write_bytes,
+    format_for_suffix,
+    iter_images,
+    read_image,
+    write_image,
+)
+
+logger = logging.getLogger(__name__)
+
+REPORT_VERSION = 1
+STATUSES = ("ok", "skipped", "error", "pending")
+
+
+@dataclass
+class ItemResult:
+    """What ``process_batch`` returns for one image.
+
+    Attributes:
+        image: the output pixels to write, shape (H, W, 3) uint8 RGB (any input of
+            :func:`~faceswap_pipeline.io.to_uint8_rgb` works; the size may differ from the
+            input's, e.g. after upscaling). None means "output = input unchanged": the input
+            file's bytes are copied when the output format is the input's (lossless, metadata
+            intact), else the decoded input is re-encoded.
+        info: JSON-able per-file data for the report (faces, boxes, scores, stage timings...).
+            numpy scalars/arrays, tuples, paths and objects with ``to_dict()`` are converted;
+            NaN/inf become null.
+    """
+
+    image: np.ndarray | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+ProcessBatch = Callable[[list[LoadedImage]], Sequence["ItemResult | BaseException"]]
+
+
+@dataclass
+class FileReport:
+    """The report entry of one input file.
+
+    Attributes:
+        input: path relative to the input folder (POSIX separators).
+        output: path relative to the output folder, or None when nothing was written.
+        status: ``"ok"``, ``"skipped"``, ``"error"`` or ``"pending"``.
+        error: ``"<ExceptionType>: message"`` for errors, else None.
+        info: ``ItemResult.info`` (JSON-able), plus ``"image"`` (size/format of the input).
+        timings: seconds: ``read_s``, ``process_s`` (share of the batch), ``write_s``.
+        size: input file size in bytes (for resume checks).
+        mtime_ns: input modification time (for resume checks).
+        traceback: the formatted traceback of a processing/writing error, else None.
+    """
+
+    input: str
+    output: str | None = None
+    status: str = "pending"
+    error: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    size: int | None = None
+    mtime_ns: int | None = None
+    traceback: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly dict (the report's ``items`` entry)."""
+        d = {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "info": self.info,
+            "timings": {k: round(v, 6) for k, v in self.timings.items()},
+            "size": self.size,
+            "mtime_ns": self.mtime_ns,
+        }
+        if self.traceback:
+            d["traceback"] = self.traceback
+        return d
+
+
+@dataclass
+class FolderReport:
+    """The outcome of :func:`run_folder`: one :class:`FileReport` per input, in walk order.
+
+    Attributes:
+        input_dir: the input folder (or the single input file).
+        output_dir: the output folder, or None for runs that write nothing.
+        items: one entry per input file found.
+        started: UTC start time, ISO 8601.
+        finished: UTC end time, or None while running / when interrupted.
+        elapsed_s: wall time of the run so far.
+        complete: True once every input has been handled.
+    """
+
+    input_dir: Path
+    output_dir: Path | None
+    items: list[FileReport] = field(default_factory=list)
+    started: str = ""
+    finished: str | None = None
+    elapsed_s: float = 0.0
+    complete: bool = False
+
+    def count(self, status: str) -> int:
+        """Number of items with ``status``."""
+        return sum(1 for it in self.items if it.status == status)
+
+    @property
+    def n_ok(self) -> int:
+        """Inputs processed successfully in this run."""
+        return self.count("ok")
+
+    @property
+    def n_failed(self) -> int:
+        """Inputs that failed (read, process or write error)."""
+        return self.count("error")
+
+    @property
+    def n_skipped(self) -> int:
+        """Inputs skipped because they were already done (resume)."""
+        return self.count("skipped")
+
+    @property
+    def exit_code(self) -> int:
+        """0 when no input failed and the run completed, 1 otherwise (for the CLI)."""
+        return 0 if self.n_failed == 0 and self.complete else 1
+
+    def summary(self) -> dict[str, Any]:
+        """Counts per status, elapsed time and throughput of processed images."""
+        done = self.n_ok + self.n_failed
+        return {
+            "total": len(self.items),
+            "ok": self.n_ok,
+            "skipped": self.n_skipped,
+            "error": self.n_failed,
+            "pending": self.count("pending"),
+            "elapsed_s": round(self.elapsed_s, 3),
+            "images_per_s": round(done / self.elapsed_s, 3) if self.elapsed_s > 0 else None,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON report (see the module docstring for its layout)."""
+        return {
+            "version": REPORT_VERSION,
+            "complete": self.complete,
+            "input_dir": str(self.input_dir),
+            "output_dir": None if self.output_dir is None else str(self.output_dir),
+            "started": self.started,
+            "finished": self.finished,
+            "summary": self.summary(),
+            "items": [it.to_dict() for it in self.items],
+        }
+
+    def save(self, path: PathLike) -> None:
+        """Write :meth:`to_dict` as JSON, atomically."""
+        data = json.dumps(self.to_dict(), indent=1, allow_nan=False, ensure_ascii=False)
+        atomic_write_bytes(path, (data + "\n").encode("utf-8"))
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert ``obj`` to plain JSON types: numpy scalars/arrays, tuples, sets, paths, objects
+    with ``to_dict()``, dataclasses; NaN and infinities become None; other objects ``str()``."""
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    to_dict = getattr(obj, "to_dict", None)
+    if callable(to_dict):
+        return to_jsonable(to_dict())
+    import dataclasses
+
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(dataclasses.asdict(obj))
+    return str(obj)
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _error_text(exc: BaseException) -> str:
+    if isinstance(exc, ImageReadError):
+        return f"ImageReadError: {exc.reason}"
+    msg = str(exc)
+    return f"{type(exc).__name__}: {msg}" if msg else type(exc).__name__
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+def load_report(path: PathLike) -> dict[str, Any] | None:
+    """Read a report written by :func:`run_folder`; None if missing or unreadable (logged)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable report %s: %s", path, exc)
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("items"), list):
+        logger.warning("ignoring report %s: not a run_folder report", path)
+        return None
+    return data
+
+
+def _should_show_progress(progress: bool) -> bool:
+    if not progress:
+        return False
+    stream = sys.stderr
+    return bool(getattr(stream, "isatty", None) and stream.isatty())
+
+
+class _Progress:
+    """tqdm when wanted and available, else a no-op with the same two methods."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self._bar = None
+        if enabled:
+            try:
+                from tqdm.auto import tqdm
+
+                self._bar = tqdm(total=total, unit="img", dynamic_ncols=True)
+            except ImportError:  # pragma: no cover - tqdm is a dependency
+                self._bar = None
+
+    def update(self, n: int, **postfix: Any) -> None:
+        if self._bar is not None:
+            self._bar.update(n)
+            if postfix:
+                self._bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+# --------------------------------------------------------------------------------------------
+# the runner
+
+
+def _read_timed(path: Path, max_pixels: int | None) -> tuple[LoadedImage | BaseException, float]:
+    t0 = time.perf_counter()
+    try:
+        result: LoadedImage | BaseException = read_image(path, max_pixels=max_pixels)
+    except Exception as exc:  # noqa: BLE001 - reported per file
+        result = exc
+    return result, time.perf_counter() - t0
+
+
+def run_folder(
+    in_dir: PathLike,
+    out_dir: PathLike | None,
+    process_batch: ProcessBatch,
+    *,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    report_path: PathLike | None = None,
+    output_suffix: str | None = None,
+    write_outputs: bool = True,
+    progress: bool = True,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    recursive: bool = True,
+    quality: int | None = None,
+    num_readers: int = 2,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    max_batch_pixels: int = 100_000_000,
+    report_every_s: float = 5.0,
+) -> FolderReport:
+    """Process every image of a folder tree with ``process_batch``; see the module docstring.
+
+    Args:
+        in_dir: input folder (walked with :func:`~faceswap_pipeline.io.iter_images`), or a single
+            image file. Input files are only ever opened for reading.
+        out_dir: output folder; ``out_dir / <path relative to in_dir>`` is written for each input
+            (suffix replaced by ``output_suffix`` if given). May be inside ``in_dir`` (it is then
+            left out of the walk); must not be ``in_dir`` itself or contain it. May be None when
+            ``write_outputs`` is False.
+        process_batch: ``(list[LoadedImage]) -> list[ItemResult | Exception]``, one entry per
+            item, in order. If it raises, the batch is retried one image at a time.
+        batch_size: maximum images per ``process_batch`` call.
+        overwrite: redo inputs that are already done (see Resume above) instead of skipping them.
+        report_path: where to write the JSON report (atomically, also during the run); None for
+            no report file.
+        output_suffix: e.g. ``".png"`` to write every output as PNG; None keeps each input's
+            suffix (and so its format).
+        write_outputs: False for runs that only report (detection): nothing is written but the
+            report, and resume reads the previous report.
+        progress: show a tqdm bar on stderr (only when stderr is a terminal).
+        extensions: input suffixes to pick up (anchored, case-insensitive).
+        recursive: walk sub-folders.
+        quality: JPEG/WebP output quality; None keeps the input's (see
+            :func:`~faceswap_pipeline.io.write_image`).
+        num_readers: background threads decoding images ahead of processing.
+        max_pixels: per-image pixel limit of :func:`~faceswap_pipeline.io.read_image`.
+        max_batch_pixels: a batch is closed early once its images hold this many pixels, and
+            read-ahead pauses while decoded-but-unprocessed images hold this many, which bounds
+            memory with huge images (about ``2 * max_batch_pixels * 3`` bytes plus one image per
+            reader).
+        report_every_s: minimum seconds between incremental report writes.
+
+    Returns:
+        The :class:`FolderReport`; ``report.exit_code`` is 1 if any input failed.
+
+    Raises:
+        FileNotFoundError: ``in_dir`` does not exist.
+        ValueError: bad arguments (``out_dir`` equal to or containing ``in_dir``, missing
+            ``out_dir`` when writing, unknown ``output_suffix``, ``batch_size < 1``).
+    """
+    t_start = time.perf_counter()
+    in_path = Path(in_dir)
+    if not in_path.exists():
+        raise FileNotFoundError(f"input {str(in_path)!r} does not exist")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    single_file = in_path.is_file()
+    root = in_path.parent if single_file else in_path
+    root_res = root.resolve()
+    out_path = Path(out_dir) if out_dir is not None else None
+    if write_outputs and out_path is None:
+        raise ValueError("out_dir is required when write_outputs is True")
+    exclude = None
+    if out_path is not None:
+        out_res = out_path.resolve()
+        if out_res == root_res and (not single_file or write_outputs):
+            raise ValueError(
+                f"output folder {str(out_path)!r} is the input folder: outputs would overwrite "
+                "inputs; choose another folder"
+            )
+        if _is_within(root_res, out_res) and out_res != root_res:
+            raise ValueError(
+                f"input folder {str(root)!r} is inside the output folder {str(out_path)!r}: "
+                "outputs could overwrite inputs; choose another folder"
+            )
+        if _is_within(out_res, root_res):
+            exclude = out_res
+    if output_suffix is not None:
+        output_suffix = output_suffix if output_suffix.startswith(".") else "." + output_suffix
+        if write_outputs:
+            format_for_suffix("x" + output_suffix)  # validates early
+    report_file = Path(report_path) if report_path is not None else None
+
+    files = [in_path] if single_file else iter_images(root, extensions, recursive=recursive, exclude=exclude)
+    if not files:
+        logger.warning("no images with suffixes %s found in %s", list(extensions), in_path)
+
+    report = FolderReport(input_dir=in_path, output_dir=out_path, started=_now())
+    previous = load_report(report_file) if report_file is not None else None
+    prev_items: dict[str, dict[str, Any]] = {}
+    if previous is not None:
+        prev_items = {str(e.get("input")): e for e in previous["items"] if isinstance(e, dict)}
+
+    input_set = {p.resolve() for p in files}
+    out_owner: dict[Path, str] = {}
+    todo: list[tuple[int, Path, Path | None]] = []  # (item index, input, output)
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        entry = FileReport(input=rel)
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            entry.size, entry.mtime_ns = st.st_size, st.st_mtime_ns
+        report.items.append(entry)
+        idx = len(report.items) - 1
+        out_file: Path | None = None
+        if write_outputs and out_path is not None:
+            rel_out = Path(rel) if output_suffix is None else Path(rel).with_suffix(output_suffix)
+            out_file = out_path / rel_out
+            entry.output = rel_out.as_posix()
+            key = out_file.resolve()
+            if key in input_set:
+                entry.status, entry.output = "error", None
+                entry.error = f"ValueError: output path {str(out_file)!r} is an input file"
+                logger.warning("%s: %s", rel, entry.error)
+                continue
+            if key in out_owner:
+                entry.status, entry.output = "error", None
+                entry.error = f"ValueError: output path {rel_out.as_posix()!r} is also the output of {out_owner[key]!r}"
+                logger.warning("%s: %s", rel, entry.error)
+                continue
+            out_owner[key] = rel
+        prev = prev_items.get(rel)
+        if not overwrite:
+            done = False
+            if write_outputs:
+                done = out_file is not None and out_file.exists()
+            elif prev is not None:
+                done = (
+                    prev.get("status") in ("ok", "skipped")
+                    and prev.get("size") == entry.size
+                    and prev.get("mtime_ns") == entry.mtime_ns
+                )
+            if done:
+                entry.status = "skipped"
+                if prev is not None and isinstance(prev.get("info"), dict):
+                    entry.info = prev["info"]
+                continue
+        todo.append((idx, path, out_file))
+
+    bar = _Progress(len(files), _should_show_progress(progress))
+    bar.update(len(files) - len(todo))
+    last_save = [0.0]
+
+    def save_report(force: bool = False) -> None:
+        report.elapsed_s = time.perf_counter() - t_start
+        if report_file is None:
+            return
+        now = time.perf_counter()
+        if not force and now - last_save[0] < report_every_s:
+            return
+        try:
+            report.save(report_file)
+        except (OSError, ValueError) as exc:
+            logger.error("could not write report %s: %s", report_file, exc)
+        last_save[0] = now
+
+    def finish_item(idx: int, status: str, error: BaseException | None = None) -> None:
+        entry = report.items[idx]
+        entry.status = status
+        if error is not None:
+            entry.error = _error_text(error)
+            if not isinstance(error, ImageReadError):
+                entry.traceback = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
+            entry.output = None
+            logger.warning("%s: %s", entry.input, entry.error)
+        bar.update(1, ok=report.n_ok, err=report.n_failed)
+
+    def write_one(idx: int, loaded: LoadedImage, out_file: Path | None, res: ItemResult) -> None:
+        entry = report.items[idx]
+        t0 = time.perf_counter()
+        try:
+            if write_outputs and out_file is not None:
+                if res.image is None:
+                    _write_unchanged(loaded, out_file, quality)
+                else:
+                    write_image(out_file, res.image, like=loaded, quality=quality)
+            else:
+                entry.output = None
+        except Exception as exc:  # noqa: BLE001 - reported per file
+            entry.timings["write_s"] = time.perf_counter() - t0
+            finish_item(idx, "error", exc)
+            return
+        entry.timings["write_s"] = time.perf_counter() - t0
+        finish_item(idx, "ok")
+
+    def handle_batch(batch: list[tuple[int, LoadedImage, Path | None]]) -> None:
+        items = [b[1] for b in batch]
+        t0 = time.perf_counter()
+        results: list[Any] | None
+        try:
+            results = list(process_batch(items))
+            if len(results) != len(items):
+                raise RuntimeError(f"process_batch returned {len(results)} results for {len(items)} images")
+        except Exception as exc:  # noqa: BLE001
+            if len(items) > 1:
+                logger.info("batch of %d failed (%s); retrying one by one", len(items), exc)
+                for one in batch:
+                    handle_batch([one])
+                return
+            results = [exc]
+        share = (time.perf_counter() - t0) / len(items)
+        for (idx, loaded, out_file), res in zip(batch, results):
+            entry = report.items[idx]
+            entry.timings["process_s"] = share
+            entry.info = {"image": loaded.summary()}
+            if isinstance(res, BaseException):
+                finish_item(idx, "error", res)
+            elif isinstance(res, ItemResult):
+                try:
+                    entry.info.update(to_jsonable(dict(res.info)))
+                except Exception as exc:  # noqa: BLE001 - a bad info dict fails this item only
+                    finish_item(idx, "error", exc)
+                    continue
+                write_one(idx, loaded, out_file, res)
+            else:
+                finish_item(
+                    idx,
+                    "error",
+                    TypeError(f"process_batch returned {type(res).__name__}, not ItemResult"),
+                )
+        save_report()
+
+    pending: collections.deque[tuple[int, Path | None, Future]] = collections.deque()
+    prefetch = max(1, batch_size) + max(1, num_readers)
+    batch: list[tuple[int, LoadedImage, Path | None]] = []
+    batch_pixels = 0
+    next_todo = 0
+    executor = ThreadPoolExecutor(max_workers=max(1, num_readers), thread_name_prefix="fsp-read")
+    interrupted = True
+    try:
+        while next_todo < len(todo) or pending or batch:
+            # read ahead, bounded by count and by pixels held in decoded, unprocessed images
+            held = batch_pixels + sum(
+                f.result()[0].rgb.shape[0] * f.result()[0].rgb.shape[1]
+                for _, _, f in pending
+                if f.done() and isinstance(f.result()[0], LoadedImage)
+            )
+            while next_todo < len(todo) and len(pending) < prefetch and held < max_batch_pixels:
+                idx, path, out_file = todo[next_todo]
+                next_todo += 1
+                pending.append((idx, out_file, executor.submit(_read_timed, path, max_pixels)))
+            if not pending:
+                if batch:
+                    handle_batch(batch)
+                    batch, batch_pixels = [], 0
+                continue
+            idx, out_file, fut = pending.popleft()
+            loaded, read_s = fut.result()
+            report.items[idx].timings["read_s"] = read_s
+            if not isinstance(loaded, LoadedImage):
+                finish_item(idx, "error", loaded)
+                save_report()
+                continue
+            npx = loaded.rgb.shape[0] * loaded.rgb.shape[1]
+            if batch and batch_pixels + npx > max_batch_pixels:
+                handle_batch(batch)
+                batch, batch_pixels = [], 0
+            batch.append((idx, loaded, out_file))
+            batch_pixels += npx
+            del loaded
+            if len(batch) >= batch_size or (not pending and next_todo >= len(todo)):
+                handle_batch(batch)
+                batch, batch_pixels = [], 0
+        interrupted = False
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+        report.complete = not interrupted
+        report.finished = _now() if not interrupted else None
+        save_report(force=True)
+    logger.info(
+        "folder run done: %d ok, %d skipped, %d failed in %.1f s",
+        report.n_ok,
+        report.n_skipped,
+        report.n_failed,
+        report.elapsed_s,
+    )
+    return report
+
+
+def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -> None:
+    """Output = input: copy the input's bytes when the format matches, else re-encode."""
+    src = Path(loaded.path)
+    if src.resolve() == out_file.resolve():
+        raise ValueError(f"refusing to write over the input image {str(src)!r}")
+    if format_for_suffix(out_file) == loaded.format and quality is None:
+        with open(src, "rb") as fin, atomic_open(out_file) as fout:
+            shutil.copyfileobj(fin, fout, 1 << 20)
+    else:
+        write_image(out_file, loaded.rgb, like=loaded, quality=quality)

@@ -1,0 +1,749 @@
+"""Robust image reading and writing, and the folder walk.
+
+The public image contract is ``np.ndarray`` uint8 HWC RGB. Everything a photo carries besides its
+pixels (format, EXIF, ICC profile, JPEG quantisation, alpha) travels next to the pixels in a
+:class:`LoadedImage`, so that :func:`write_image` can put it back on the output.
+
+Reading (:func:`read_image`):
+
+* EXIF orientation is applied (pixels come back upright) and the orientation tag of the kept EXIF
+  block is reset to 1, so outputs written with it are not rotated a second time by viewers.
+* Every Pillow mode is converted to RGB: greyscale (``1``, ``L``, ``I;16``, ``I``, ``F``), palette
+  (``P``, with transparency becoming alpha), ``LA``/``PA``/``RGBA`` (alpha split off), ``CMYK``,
+  ``YCbCr``, ``LAB``, ``HSV``. 16-bit samples are scaled to 8 bits with rounding
+  (``round(v / 257)``). Pillow itself decodes 16-bit *RGB* PNG/TIFF files to 8 bits by keeping the
+  high byte (truncation); greyscale 16-bit files are rounded here.
+* Corrupt, truncated, empty and non-image files raise :class:`ImageReadError` naming the file and
+  the reason. Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never changed (it must stay False,
+  its default) and decoding is forced inside the ``try``, so a partial image is never returned.
+* Images over ``max_pixels`` (default :data:`DEFAULT_MAX_PIXELS`, about 179 megapixels) are
+  refused from the header alone, before any pixel is decoded. Pillow's own decompression-bomb
+  limit (``PIL.Image.MAX_IMAGE_PIXELS``, an error above twice its value) also applies; an
+  application that wants bigger images raises both.
+* Multi-frame files (animated GIF/WebP, multi-page TIFF) give their first frame.
+
+Writing (:func:`write_image`) is atomic: the encoder writes a hidden temporary file in the target
+folder (``.<name>.<random>.tmp``), which is renamed over the target with :func:`os.replace` only
+once complete, and removed if anything fails. A half-written output never exists under the target
+name, and a path that resolves to the ``like`` image's own file is refused, so inputs are never
+overwritten.
+
+Which metadata each output format keeps (when ``like`` has it):
+
+========  ====  ====  =====  =========================================================
+format    EXIF  ICC   alpha  quality
+========  ====  ====  =====  =========================================================
+JPEG      yes   yes   no     the source's quantisation tables and chroma subsampling
+                             when ``like`` is a JPEG, else ``like.quality`` or
+                             :data:`DEFAULT_JPEG_QUALITY`; ``quality=`` overrides
+PNG       yes   yes   yes    lossless
+WEBP      yes   yes   yes    ``quality=`` or :data:`DEFAULT_WEBP_QUALITY` (lossy)
+TIFF      no    yes   yes    lossless (the source's LZW/Deflate/PackBits/raw
+                             compression, else LZW)
+BMP/GIF   no    no    no     lossless / 256-colour palette
+========  ====  ====  =====  =========================================================
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import secrets
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PathLike = str | os.PathLike
+
+#: Suffixes (lower case, with the dot) that :func:`iter_images` picks up by default.
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".bmp",
+    ".gif",
+)
+
+#: Output suffix -> Pillow format name used by :func:`write_image`.
+SUFFIX_TO_FORMAT: dict[str, str] = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".jpe": "JPEG",
+    ".jfif": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+    ".gif": "GIF",
+}
+
+#: Default pixel limit of :func:`read_image`: Pillow's own hard decompression-bomb limit
+#: (``2 * PIL.Image.MAX_IMAGE_PIXELS`` = 178,956,970 pixels, e.g. 16,000 x 11,000).
+DEFAULT_MAX_PIXELS = 178_956_970
+
+#: JPEG quality used when neither ``quality=`` nor the ``like`` image gives one.
+DEFAULT_JPEG_QUALITY = 95
+
+#: WebP quality used when ``quality=`` is not given (Pillow cannot read a WebP file's quality).
+DEFAULT_WEBP_QUALITY = 95
+
+_ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
+_EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
+_ICC_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF"})
+_LOSSLESS_TIFF = frozenset({"raw", "tiff_lzw", "tiff_adobe_deflate", "tiff_deflate", "packbits"})
+_EXIF_HEADER = b"Exif\x00\x00"
+_ORIENTATION_TAG = 0x0112
+
+# IJG (libjpeg) standard luminance quantisation table, natural order, quality 50.
+_IJG_LUMA = np.array(
+    [
+        16, 11, 10, 16, 24, 40, 51, 61,
+        12, 12, 14, 19, 26, 58, 60, 55,
+        14, 13, 16, 24, 40, 57, 69, 56,
+        14, 17, 22, 29, 51, 87, 80, 62,
+        18, 22, 37, 56, 68, 109, 103, 77,
+        24, 35, 55, 64, 81, 104, 113, 92,
+        49, 64, 78, 87, 103, 121, 120, 101,
+        72, 92, 95, 98, 112, 100, 103, 99,
+    ],
+    dtype=np.int64,
+)  # fmt: skip
+
+
+class ImageReadError(ValueError):
+    """A file could not be read as an image (missing, empty, corrupt, truncated, too large).
+
+    The message names the file and the reason; ``path`` holds the file.
+    """
+
+    def __init__(self, path: PathLike, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"cannot read image {str(self.path)!r}: {reason}")
+
+
+@dataclass
+class LoadedImage:
+    """An image read by :func:`read_image`: upright RGB pixels plus what is needed to write it back.
+
+    Attributes:
+        rgb: the pixels, EXIF orientation applied. Shape: (H, W, 3) uint8 in [0, 255], RGB.
+        alpha: transparency if the file had any, else None. Shape: (H, W) uint8 (255 = opaque).
+        format: Pillow's name of the decoded format: ``"JPEG"``, ``"PNG"``, ``"WEBP"``,
+            ``"TIFF"``, ``"BMP"``, ``"GIF"``... (camera ``"MPO"`` files are reported as
+            ``"JPEG"``). It comes from the file's content, not its suffix.
+        exif: raw EXIF block (starting with ``b"Exif\\0\\0"``) with the orientation tag reset to
+            1, or None.
+        icc_profile: ICC profile bytes if the file had one that describes RGB data (a CMYK or
+            greyscale profile does not fit the converted pixels and is dropped), or None.
+        quality: JPEG quality (1-100) estimated from the luminance quantisation table, or None
+            for other formats.
+        path: the file that was read.
+        mode: the Pillow mode of the file before conversion (``"RGB"``, ``"I;16"``, ``"CMYK"``...).
+        orientation: the EXIF orientation (1-8) that was applied, 1 if none.
+        dpi: ``(x, y)`` resolution if the file stored one, else None.
+        qtables: JPEG quantisation tables (Pillow's ``quantization``), or None.
+        subsampling: JPEG chroma subsampling (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0), or None.
+        tiff_compression: the TIFF compression name, or None.
+        n_frames: number of frames/pages in the file (only the first is read).
+    """
+
+    rgb: np.ndarray
+    alpha: np.ndarray | None
+    format: str
+    exif: bytes | None
+    icc_profile: bytes | None
+    quality: int | None
+    path: Path
+    mode: str = "RGB"
+    orientation: int = 1
+    dpi: tuple[float, float] | None = None
+    qtables: dict[int, list[int]] | None = field(default=None, repr=False)
+    subsampling: int | None = None
+    tiff_compression: str | None = None
+    n_frames: int = 1
+
+    @property
+    def height(self) -> int:
+        """Height of the upright image in pixels."""
+        return int(self.rgb.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Width of the upright image in pixels."""
+        return int(self.rgb.shape[1])
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-friendly description (no pixels): size, format, mode, quality, orientation."""
+        return {
+            "width": self.width,
+            "height": self.height,
+            "format": self.format,
+            "mode": self.mode,
+            "alpha": self.alpha is not None,
+            "quality": self.quality,
+            "orientation": self.orientation,
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# numpy conversion
+
+
+def _u16_to_u8(a: np.ndarray) -> np.ndarray:
+    """Round 16-bit samples to 8 bits: ``round(v * 255 / 65535) == round(v / 257)``."""
+    return ((a.astype(np.uint32) + 128) // 257).astype(np.uint8)
+
+
+def to_uint8_rgb(array: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert an image array of any supported dtype/shape to uint8 RGB plus optional alpha.
+
+    Supported shapes: (H, W) and (H, W, 1) greyscale, (H, W, 2) greyscale + alpha, (H, W, 3) RGB,
+    (H, W, 4) RGBA. Supported dtypes: uint8 (kept), uint16 (rounded to 8 bits), bool
+    (False/True -> 0/255), float16/32/64 in [0, 1] (values slightly outside are clipped, then
+    ``round(v * 255)``).
+
+    Args:
+        array: the image. Shape: (H, W[, C]) with C in {1, 2, 3, 4}.
+
+    Returns:
+        ``(rgb, alpha)``: rgb of shape (H, W, 3) uint8 (the input itself when it already is a
+        contiguous (H, W, 3) uint8 array), alpha of shape (H, W) uint8 or None.
+
+    Raises:
+        ValueError: unsupported shape or dtype, an empty image, NaN values, or a float array with
+            values above 1.5 (it looks like [0, 255] data: convert with ``astype(np.uint8)``).
+    """
+    a = np.asarray(array)
+    if a.ndim == 2:
+        a = a[:, :, None]
+    if a.ndim != 3 or a.shape[2] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4), "
+            f"got shape {tuple(np.shape(array))}"
+        )
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"empty image of shape {tuple(a.shape)}")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = _u16_to_u8(a)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * np.uint8(255)
+    elif np.issubdtype(a.dtype, np.floating):
+        if np.isnan(a).any():
+            raise ValueError("float image contains NaN values")
+        if a.size and float(a.max()) > 1.5:
+            raise ValueError(
+                f"float image has values up to {float(a.max()):.4g}; float images must be in "
+                "[0, 1] (for [0, 255] data use array.astype(np.uint8))"
+            )
+        a = np.rint(np.clip(a, 0.0, 1.0) * 255.0).astype(np.uint8)
+    else:
+        raise ValueError(f"unsupported image dtype {a.dtype}: use uint8, uint16, bool or float in [0, 1]")
+    c = a.shape[2]
+    alpha = None
+    if c in (2, 4):
+        alpha = np.ascontiguousarray(a[:, :, c - 1])
+        a = a[:, :, : c - 1]
+    if a.shape[2] == 1:
+        rgb = np.repeat(a, 3, axis=2)
+    else:
+        rgb = np.ascontiguousarray(a)
+    return rgb, alpha
+
+
+# --------------------------------------------------------------------------------------------
+# EXIF / JPEG helpers
+
+
+def _normalise_exif(exif: bytes | None) -> bytes | None:
+    """Return the EXIF block with the ``Exif\\0\\0`` header (JPEG's APP1 form), or None."""
+    if not exif:
+        return None
+    if not exif.startswith(_EXIF_HEADER):
+        exif = _EXIF_HEADER + exif
+    return exif if len(exif) > len(_EXIF_HEADER) + 8 else None
+
+
+def reset_exif_orientation(exif: bytes) -> bytes:
+    """Set the orientation tag (0x0112) of an EXIF block to 1, leaving every other byte as is.
+
+    The tag is patched in place in IFD0, so maker notes and sub-IFD offsets stay valid. A block
+    without the tag, or one that cannot be parsed, is returned unchanged.
+
+    Args:
+        exif: raw EXIF block, with or without the ``b"Exif\\0\\0"`` header.
+
+    Returns:
+        The patched block (same length, same header presence as the input).
+    """
+    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
+    body = bytearray(exif[len(head) :])
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
+        (ifd,) = struct.unpack_from(order + "I", body, 4)
+        (n,) = struct.unpack_from(order + "H", body, ifd)
+        for i in range(n):
+            off = ifd + 2 + 12 * i
+            tag, typ, count = struct.unpack_from(order + "HHI", body, off)
+            if tag == _ORIENTATION_TAG and typ == 3 and count == 1:  # SHORT, value inline
+                struct.pack_into(order + "H", body, off + 8, 1)
+                return head + bytes(body)
+    except (KeyError, struct.error):
+        logger.debug("EXIF block could not be parsed; orientation left as is")
+    return exif
+
+
+def estimate_jpeg_quality(qtables: dict[int, Any] | None) -> int | None:
+    """Estimate the IJG quality (1-100) a JPEG was saved with from its quantisation tables.
+
+    The luminance table is compared (sorted, so the coefficient order does not matter) with the
+    IJG standard table scaled for every quality; the closest quality wins. Exact for files written
+    by libjpeg/Pillow/most software, an approximation for cameras with custom tables.
+
+    Args:
+        qtables: Pillow's ``Image.quantization`` (table id -> 64 values), or None.
+
+    Returns:
+        The quality, or None when there is no usable luminance table.
+    """
+    if not qtables or 0 not in qtables:
+        return None
+    table = np.sort(np.asarray(list(qtables[0]), dtype=np.int64))
+    if table.size != 64:
+        return None
+    best_q, best_err = None, None
+    for q in range(1, 101):
+        scale = 5000 // q if q < 50 else 200 - 2 * q
+        ref = np.clip((_IJG_LUMA * scale + 50) // 100, 1, 255)
+        err = int(np.abs(np.sort(ref) - table).sum())
+        if best_err is None or err < best_err:
+            best_q, best_err = q, err
+    return best_q
+
+
+def _rgb_icc(icc: bytes | None) -> bytes | None:
+    """Keep an ICC profile only if its data colour space (header bytes 16-20) is RGB."""
+    if icc and len(icc) >= 20 and icc[16:20] == b"RGB ":
+        return bytes(icc)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def _pil_to_arrays(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert a loaded Pillow image of any mode to ``(rgb (H,W,3) uint8, alpha (H,W) | None)``."""
+    mode = im.mode
+    if mode in ("RGB",):
+        return np.asarray(im, dtype=np.uint8).copy(), None
+    if mode == "L":
+        return np.repeat(np.asarray(im, dtype=np.uint8)[:, :, None], 3, axis=2), None
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+        a = np.asarray(im)
+        if a.dtype.kind == "i" or a.dtype.byteorder not in ("=", "|"):
+            a = np.clip(a, 0, 65535).astype(np.uint16)
+        grey = _u16_to_u8(a)
+        return np.repeat(grey[:, :, None], 3, axis=2), None
+    if mode == "F":
+        rgb, _ = to_uint8_rgb(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
+        return rgb, None
+    if mode == "P":
+        im = im.convert("RGBA") if im.has_transparency_data else im.convert("RGB")
+        return _pil_to_arrays(im)
+    if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
+        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3])
+    if mode == "1":
+        return _pil_to_arrays(im.convert("L"))
+    # CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's conversion
+    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), None
+
+
+_TRANSPOSE_FOR_ORIENTATION = {
+    2: "FLIP_LEFT_RIGHT",
+    3: "ROTATE_180",
+    4: "FLIP_TOP_BOTTOM",
+    5: "TRANSPOSE",
+    6: "ROTATE_270",
+    7: "TRANSVERSE",
+    8: "ROTATE_90",
+}
+
+
+def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
+    """Read an image file as upright uint8 RGB plus its metadata. Never modifies the file.
+
+    Args:
+        path: the image file.
+        max_pixels: refuse images with more pixels than this (checked from the header, before
+            decoding); None disables this check (Pillow's own limit still applies).
+
+    Returns:
+        The :class:`LoadedImage`; ``rgb`` has shape (H, W, 3) uint8 RGB, EXIF orientation applied.
+
+    Raises:
+        ImageReadError: missing/unreadable, empty, not an image, corrupt or truncated file, or
+            too many pixels. The message names the file and the reason.
+    """
+    from PIL import Image, ImageFile
+
+    path = Path(path)
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        logger.warning(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set by other code): truncated files "
+            "may be read as partial images"
+        )
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageReadError(path, exc.strerror or str(exc)) from exc
+    if not path.is_file():
+        raise ImageReadError(path, "not a regular file")
+    if size == 0:
+        raise ImageReadError(path, "empty file (0 bytes)")
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise ImageReadError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
+            im.load()  # decode now, inside the try: truncated data raises here
+            fmt = "JPEG" if im.format == "MPO" else (im.format or "UNKNOWN")
+            mode = im.mode
+            info = dict(im.info)
+            n_frames = int(getattr(im, "n_frames", 1) or 1)
+            qtables = getattr(im, "quantization", None) if fmt == "JPEG" else None
+            subsampling = None
+            if fmt == "JPEG":
+                from PIL import JpegImagePlugin
+
+                sub = JpegImagePlugin.get_sampling(im)
+                subsampling = sub if sub in (0, 1, 2) else None
+            try:
+                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the read
+                orientation = 1
+            method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
+            if method is not None:
+                transposed = im.transpose(getattr(Image.Transpose, method))
+                rgb, alpha = _pil_to_arrays(transposed)
+                del transposed
+            else:
+                orientation = 1
+                rgb, alpha = _pil_to_arrays(im)
+    except ImageReadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError(path, f"{exc} (raise PIL.Image.MAX_IMAGE_PIXELS to allow)") from exc
+    except Image.UnidentifiedImageError as exc:
+        raise ImageReadError(path, "not a recognised image format") from exc
+    except MemoryError as exc:
+        raise ImageReadError(path, "out of memory while decoding") from exc
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
+        raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from exc
+
+    exif = _normalise_exif(info.get("exif"))
+    if exif is not None and orientation != 1:
+        exif = reset_exif_orientation(exif)
+    dpi = info.get("dpi")
+    try:
+        dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
+    except (TypeError, ValueError, IndexError):
+        dpi = None
+    compression = info.get("compression") if fmt == "TIFF" else None
+    return LoadedImage(
+        rgb=rgb,
+        alpha=alpha,
+        format=fmt,
+        exif=exif,
+        icc_profile=_rgb_icc(info.get("icc_profile")),
+        quality=estimate_jpeg_quality(qtables) if fmt == "JPEG" else None,
+        path=path,
+        mode=mode,
+        orientation=orientation,
+        dpi=dpi,
+        qtables={int(k): list(v) for k, v in qtables.items()} if qtables else None,
+        subsampling=subsampling,
+        tiff_compression=str(compression) if compression else None,
+        n_frames=n_frames,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+def format_for_suffix(path: PathLike) -> str:
+    """Pillow format name written for a path's suffix (case-insensitive), e.g. ``.JPG`` -> JPEG.
+
+    Raises:
+        ValueError: the suffix is not one of :data:`SUFFIX_TO_FORMAT`.
+    """
+    suffix = Path(path).suffix.lower()
+    try:
+        return SUFFIX_TO_FORMAT[suffix]
+    except KeyError:
+        known = ", ".join(sorted(SUFFIX_TO_FORMAT))
+        raise ValueError(
+            f"cannot choose an image format for {str(path)!r}: suffix {suffix!r} is not one of {known}"
+        ) from None
+
+
+@contextlib.contextmanager
+def atomic_open(path: PathLike) -> Iterator[IO[bytes]]:
+    """Open ``path`` for binary writing atomically.
+
+    Yields a file object on a hidden temporary file in the same folder
+    (``.<name>.<random>.tmp``); when the ``with`` block ends without error the file is flushed,
+    closed and renamed over ``path`` (:func:`os.replace`, atomic on POSIX and Windows). On any
+    error the temporary file is removed and ``path`` is left untouched. The parent folder is
+    created if needed. The file gets the usual permissions (0o666 minus the umask).
+
+    Args:
+        path: the final file.
+
+    Yields:
+        A binary file object.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 random collisions
+        raise FileExistsError(f"could not create a temporary file next to {str(path)!r}")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_open`)."""
+    with atomic_open(path) as f:
+        f.write(data)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _resize_alpha(alpha: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    im = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8)).resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+    return np.asarray(im, dtype=np.uint8)
+
+
+def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_alpha: bool) -> dict[str, Any]:
+    """Pillow ``save()`` keyword arguments for a format, carrying ``like``'s metadata."""
+    params: dict[str, Any] = {}
+    if like is not None:
+        if like.exif and fmt in _EXIF_FORMATS:
+            params["exif"] = like.exif
+        if like.icc_profile and fmt in _ICC_FORMATS:
+            params["icc_profile"] = like.icc_profile
+        if like.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
+            params["dpi"] = like.dpi
+    if fmt == "JPEG":
+        if quality is None and like is not None and like.format == "JPEG" and like.qtables:
+            params["qtables"] = like.qtables
+            if like.subsampling is not None:
+                params["subsampling"] = like.subsampling
+        else:
+            q = quality if quality is not None else (like.quality if like is not None else None)
+            params["quality"] = int(q) if q is not None else DEFAULT_JPEG_QUALITY
+            if like is not None and like.format == "JPEG" and like.subsampling is not None:
+                params["subsampling"] = like.subsampling
+    elif fmt == "WEBP":
+        params["quality"] = int(quality) if quality is not None else DEFAULT_WEBP_QUALITY
+        params["method"] = 4
+    elif fmt == "PNG":
+        params["compress_level"] = 6
+    elif fmt == "TIFF":
+        comp = like.tiff_compression if like is not None else None
+        params["compression"] = comp if comp in _LOSSLESS_TIFF else "tiff_lzw"
+    return params
+
+
+def write_image(
+    path: PathLike,
+    rgb: np.ndarray,
+    *,
+    like: LoadedImage | None = None,
+    alpha: np.ndarray | None = None,
+    quality: int | None = None,
+) -> None:
+    """Write an image atomically, keeping ``like``'s format metadata where the format allows.
+
+    The format follows the suffix of ``path`` (see :data:`SUFFIX_TO_FORMAT`), not ``like``. See
+    the module docstring for what each format keeps.
+
+    Args:
+        path: the output file. Its parent folders are created.
+        rgb: the pixels. Shape: (H, W, 3) uint8 RGB; any input of :func:`to_uint8_rgb` is
+            accepted (an (H, W, 4) array brings its own alpha).
+        like: the image this output derives from (usually the :func:`read_image` result of the
+            input): its EXIF (orientation already 1), ICC profile, DPI, JPEG quantisation and
+            alpha are reused. ``path`` must not be ``like.path``.
+        alpha: transparency to attach, shape (H, W) uint8. None takes the alpha of ``rgb`` (if
+            it has 4 channels) or else ``like.alpha``, resized bilinearly if the size changed.
+            Dropped for formats without alpha (JPEG, BMP, GIF).
+        quality: JPEG/WebP quality 1-100. None keeps the source JPEG's quantisation tables when
+            ``like`` is a JPEG, else uses ``like.quality`` or the module defaults.
+
+    Raises:
+        ValueError: unsupported suffix, bad array, bad alpha shape, or ``path`` is ``like.path``.
+        OSError: the file could not be written (the target is left untouched, no temp file
+            remains).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    fmt = format_for_suffix(path)
+    if like is not None and _same_file(path, Path(like.path)):
+        raise ValueError(f"refusing to write over the input image {str(like.path)!r}")
+    rgb8, own_alpha = to_uint8_rgb(rgb)
+    if quality is not None and not 1 <= int(quality) <= 100:
+        raise ValueError(f"quality must be in [1, 100], got {quality}")
+    if alpha is None:
+        alpha = own_alpha
+    if alpha is None and like is not None and like.alpha is not None:
+        alpha = like.alpha
+        if alpha.shape != rgb8.shape[:2]:
+            alpha = _resize_alpha(alpha, rgb8.shape[:2])
+    if alpha is not None:
+        alpha, _ = to_uint8_rgb(alpha)
+        alpha = alpha[:, :, 0]
+        if alpha.shape != rgb8.shape[:2]:
+            raise ValueError(f"alpha shape {alpha.shape} does not match image {rgb8.shape[:2]}")
+    keep_alpha = alpha is not None and fmt in _ALPHA_FORMATS
+    if alpha is not None and not keep_alpha:
+        logger.debug("%s has no alpha channel: transparency dropped for %s", fmt, path)
+    if keep_alpha:
+        im = Image.fromarray(np.dstack([rgb8, alpha]))
+    else:
+        im = Image.fromarray(rgb8)
+    params = _save_params(fmt, like, quality, keep_alpha)
+    with atomic_open(path) as f:
+        im.save(f, format=fmt, **params)
+
+
+def encode_image(rgb: np.ndarray, fmt: str, **params: Any) -> bytes:
+    """Encode pixels to bytes in memory (tests, previews). Shape: (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    rgb8, alpha = to_uint8_rgb(rgb)
+    im = Image.fromarray(rgb8 if alpha is None else np.dstack([rgb8, alpha]))
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **params)
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------------------------
+# folder walk
+
+
+def normalise_extensions(extensions: Iterable[str]) -> frozenset[str]:
+    """Lower-case suffixes with a leading dot: ``["JPG", ".png"]`` -> ``{".jpg", ".png"}``."""
+    out = set()
+    for ext in extensions:
+        ext = str(ext).strip().lower()
+        if not ext or ext == ".":
+            raise ValueError(f"empty extension in {list(extensions)!r}")
+        out.add(ext if ext.startswith(".") else "." + ext)
+    return frozenset(out)
+
+
+def has_image_suffix(path: PathLike, extensions: Iterable[str] = IMAGE_EXTENSIONS) -> bool:
+    """Anchored, case-insensitive suffix test: ``a.JPG`` matches ``.jpg``; ``a.jpg.txt``,
+    ``jpg`` and ``.jpg`` (a hidden file with no suffix) do not."""
+    return Path(path).suffix.lower() in normalise_extensions(extensions)
+
+
+def iter_images(
+    root: PathLike,
+    extensions: Iterable[str] = IMAGE_EXTENSIONS,
+    recursive: bool = True,
+    *,
+    exclude: PathLike | Iterable[PathLike] | None = None,
+) -> list[Path]:
+    """List the image files under ``root``, sorted.
+
+    A file is listed when its last suffix, lower-cased, is one of ``extensions`` (anchored:
+    ``.jpg`` matches ``a.JPG`` but not ``a.jpg.txt`` or a file named ``jpg``). Hidden files and
+    folders (name starting with ``.``) are skipped, symlinked folders are not followed (no
+    cycles), and the ``exclude`` folder(s) are never entered (for an output folder inside the
+    input folder).
+
+    Args:
+        root: a folder, or a single file (returned as ``[root]`` whatever its suffix).
+        extensions: suffixes to accept, with or without the dot, any case.
+        recursive: descend into sub-folders.
+        exclude: folder or folders not to enter.
+
+    Returns:
+        Paths ``root / relative``, sorted by their path relative to ``root``.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+    """
+    root = Path(root)
+    if root.is_file():
+        return [root]
+    if not root.is_dir():
+        raise FileNotFoundError(f"input folder {str(root)!r} does not exist")
+    exts = normalise_extensions(extensions)
+    if exclude is None:
+        excluded: set[Path] = set()
+    elif isinstance(exclude, (str, os.PathLike)):
+        excluded = {Path(exclude).resolve()}
+    else:
+        excluded = {Path(e).resolve() for e in exclude}
+    found: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        keep = []
+        for d in sorted(dirnames):
+            if d.startswith(".") or not recursive:
+                continue
+            if excluded and (here / d).resolve() in excluded:
+                continue
+            keep.append(d)
+        dirnames[:] = keep
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            p = here / name
+            if p.suffix.lower() in exts and p.is_file():
+                found.append(p)
+    found.sort(key=lambda p: p.relative_to(root).parts)
+    return found
