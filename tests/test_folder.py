@@ -41,9 +41,10 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
     Image.fromarray(img).save(root / "a.jpg", quality=88, exif=exif(6))
     Image.fromarray(np.dstack([img, img[..., 0]])).save(root / "sub" / "rgba.PNG")
     Image.fromarray(img[..., 1]).save(root / "sub" / "deeper" / "grey.png")
-    Image.fromarray((img[..., 2].astype(np.uint16) * 257)).save(root / "sub" / "g16.png")
+    Image.fromarray(img[..., 2].astype(np.uint16) * 257).save(root / "sub" / "g16.png")
     Image.fromarray(img).convert("CMYK").save(root / "cmyk.jpeg")
-    Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "pal.gif")
+    Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "pal.png")
+    Image.fromarray(img).save(root / "anim.gif")  # GIF is not walked by default
     Image.fromarray(img).save(root / "b.webp")
     (root / "empty.jpg").write_bytes(b"")
     full = (root / "a.jpg").read_bytes()
@@ -58,7 +59,7 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
         "b.webp": "ok",
         "cmyk.jpeg": "ok",
         "empty.jpg": "error",
-        "pal.gif": "ok",
+        "pal.png": "ok",
         "sub/deeper/grey.png": "ok",
         "sub/g16.png": "ok",
         "sub/rgba.PNG": "ok",
@@ -68,7 +69,11 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def statuses(report: FolderReport) -> dict[str, str]:
@@ -116,7 +121,7 @@ def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro):
     np.testing.assert_array_equal(rgba.alpha, astro[..., 0])
     np.testing.assert_array_equal(rgba.rgb, 255 - astro)
     assert read_image(out / "b.webp").format == "WEBP"
-    assert read_image(out / "pal.gif").format == "GIF"
+    assert read_image(out / "pal.png").format == "PNG"
 
 
 def test_resume_skips_done_files_and_overwrite_redoes_them(tmp_path, astro):
@@ -190,7 +195,9 @@ def test_per_item_exceptions_and_bad_results(tmp_path, astro):
         Image.fromarray(astro).save(src / f"{i}.png")
 
     def mixed(items):
-        return [ValueError("no face"), ItemResult(None, {}), "oops", ItemResult(np.zeros((4, 4, 7), np.uint8))][: len(items)]
+        return [ValueError("no face"), ItemResult(None, {}), "oops", ItemResult(np.zeros((4, 4, 7), np.uint8))][
+            : len(items)
+        ]
 
     report = run_folder(src, tmp_path / "out", mixed, batch_size=4, progress=False)
     st = [(it.input, it.status, it.error) for it in report.items]
@@ -215,11 +222,15 @@ def test_unchanged_output_copies_the_input_bytes(tmp_path, astro):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(astro).save(src / "a.jpg", quality=70, exif=exif(8))
-    report = run_folder(src, tmp_path / "out", lambda items: [ItemResult(None, {"faces": []}) for _ in items], progress=False)
+    report = run_folder(
+        src, tmp_path / "out", lambda items: [ItemResult(None, {"faces": []}) for _ in items], progress=False
+    )
     assert report.n_ok == 1
     assert (tmp_path / "out" / "a.jpg").read_bytes() == (src / "a.jpg").read_bytes()
     # to another format: re-encoded, upright
-    report = run_folder(src, tmp_path / "png", lambda items: [ItemResult() for _ in items], output_suffix=".png", progress=False)
+    report = run_folder(
+        src, tmp_path / "png", lambda items: [ItemResult() for _ in items], output_suffix=".png", progress=False
+    )
     assert report.items[0].output == "a.png"
     np.testing.assert_array_equal(read_image(tmp_path / "png" / "a.png").rgb, read_image(src / "a.jpg").rgb)
 
@@ -367,3 +378,26 @@ def test_to_jsonable():
     assert to_jsonable({"x": np.arange(3), "f": float("inf"), "t": (1, np.float32(0.5)), "p": Path("a/b"), "o": WithDict()}) == {
         "x": [0, 1, 2], "f": None, "t": [1, 0.5], "p": "a/b", "o": {"a": 3},
     }  # fmt: skip
+
+
+def test_read_ahead_respects_the_pixel_budget(tmp_path, astro):
+    from faceswap_pipeline.folder import _ReadAhead
+
+    for i in range(8):
+        Image.fromarray(astro).save(tmp_path / f"{i}.png")  # 65,536 pixels each
+    jobs = [(i, tmp_path / f"{i}.png", None) for i in range(8)]
+    reader = _ReadAhead(jobs, num_readers=2, max_pixels=None, pixel_budget=150_000, max_queued=10)
+    try:
+        got = []
+        while (item := reader.next()) is not None:
+            got.append(item)
+        # reads stop once decoded, unreleased images hold the budget (plus what was already reading)
+        assert 3 <= len(got) <= 4 and not reader.exhausted
+        reader.release(65_536 * len(got))
+        while (item := reader.next()) is not None:
+            got.append(item)
+            reader.release(65_536)
+        assert [g[0] for g in got] == list(range(8)) and reader.exhausted
+        assert all(isinstance(g[2], LoadedImage) for g in got)
+    finally:
+        reader.close()
