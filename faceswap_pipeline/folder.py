@@ -212,8 +212,8 @@ class FolderReport:
         return {
             "version": REPORT_VERSION,
             "complete": self.complete,
-            "input_dir": str(self.input_dir),
-            "output_dir": None if self.output_dir is None else str(self.output_dir),
+            "input_dir": str(Path(self.input_dir).resolve()),
+            "output_dir": None if self.output_dir is None else str(Path(self.output_dir).resolve()),
             "started": self.started,
             "finished": self.finished,
             "summary": self.summary(),
@@ -222,7 +222,8 @@ class FolderReport:
 
     def save(self, path: PathLike) -> None:
         """Write :meth:`to_dict` as JSON, atomically."""
-        data = json.dumps(self.to_dict(), indent=1, allow_nan=False, ensure_ascii=False)
+        # ASCII output: file names that are not valid UTF-8 survive as \udcXX escapes
+        data = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         atomic_write_bytes(path, (data + "\n").encode("utf-8"))
 
 
@@ -529,6 +530,11 @@ def run_folder(
     report = FolderReport(input_dir=in_path, output_dir=out_path, started=_now())
     previous = load_report(report_file) if report_file is not None else None
     prev_items: dict[str, dict[str, Any]] = {}
+    if previous is not None and previous.get("input_dir") not in (None, str(in_path.resolve())):
+        logger.warning(
+            "report %s is for input %s, not %s: not used for resume", report_file, previous.get("input_dir"), in_path
+        )
+        previous = None
     if previous is not None:
         prev_items = {str(e.get("input")): e for e in previous["items"] if isinstance(e, dict)}
 

@@ -37,7 +37,8 @@ JPEG      yes   yes   no     the source's quantisation tables and chroma subsamp
                              when ``like`` is a JPEG, else ``like.quality`` or
                              :data:`DEFAULT_JPEG_QUALITY`; ``quality=`` overrides
 PNG       yes   yes   yes    lossless (zlib level 3)
-WEBP      yes   yes   yes    ``quality=`` or :data:`DEFAULT_WEBP_QUALITY` (lossy)
+WEBP      yes   yes   yes    lossless if ``like`` is a lossless WebP, else ``quality=``
+                             or :data:`DEFAULT_WEBP_QUALITY`
 TIFF      no    yes   yes    lossless (the source's LZW/Deflate/PackBits/raw
                              compression, else LZW)
 BMP/GIF   no    no    no     lossless / 256-colour palette
@@ -47,7 +48,6 @@ BMP/GIF   no    no    no     lossless / 256-colour palette
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import secrets
@@ -158,6 +158,7 @@ class LoadedImage:
         qtables: JPEG quantisation tables (Pillow's ``quantization``), or None.
         subsampling: JPEG chroma subsampling (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0), or None.
         tiff_compression: the TIFF compression name, or None.
+        webp_lossless: for WebP files, whether the image is lossless (VP8L), else None.
         n_frames: number of frames/pages in the file (only the first is read).
     """
 
@@ -174,6 +175,7 @@ class LoadedImage:
     qtables: dict[int, list[int]] | None = field(default=None, repr=False)
     subsampling: int | None = None
     tiff_compression: str | None = None
+    webp_lossless: bool | None = None
     n_frames: int = 1
 
     @property
@@ -334,6 +336,28 @@ def estimate_jpeg_quality(qtables: dict[int, Any] | None) -> int | None:
         if best_err is None or err < best_err:
             best_q, best_err = q, err
     return best_q
+
+
+def _webp_is_lossless(path: Path) -> bool | None:
+    """Whether a WebP file holds a lossless (``VP8L``) image, from its RIFF chunks; None if unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return None
+            for _ in range(64):
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                fourcc, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if fourcc == b"VP8L":
+                    return True
+                if fourcc in (b"VP8 ", b"ANMF"):
+                    return False
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
 
 
 def _rgb_icc(icc: bytes | None) -> bytes | None:
@@ -529,6 +553,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         qtables={int(k): list(v) for k, v in qtables.items()} if qtables else None,
         subsampling=subsampling,
         tiff_compression=str(compression) if compression else None,
+        webp_lossless=_webp_is_lossless(path) if fmt == "WEBP" else None,
         n_frames=n_frames,
     )
 
@@ -636,7 +661,10 @@ def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_al
             if like is not None and like.format == "JPEG" and like.subsampling is not None:
                 params["subsampling"] = like.subsampling
     elif fmt == "WEBP":
-        params["quality"] = int(quality) if quality is not None else DEFAULT_WEBP_QUALITY
+        if quality is None and like is not None and like.format == "WEBP" and like.webp_lossless:
+            params["lossless"] = True
+        else:
+            params["quality"] = int(quality) if quality is not None else DEFAULT_WEBP_QUALITY
         params["method"] = 4
     elif fmt == "PNG":
         params["compress_level"] = 3  # ~2.5x faster than zlib level 6, ~8% bigger on photos
@@ -709,17 +737,6 @@ def write_image(
         im.save(f, format=fmt, **params)
 
 
-def encode_image(rgb: np.ndarray, fmt: str, **params: Any) -> bytes:
-    """Encode pixels to bytes in memory (tests, previews). Shape: (H, W, 3) uint8 RGB."""
-    from PIL import Image
-
-    rgb8, alpha = to_uint8_rgb(rgb)
-    im = Image.fromarray(rgb8 if alpha is None else np.dstack([rgb8, alpha]))
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **params)
-    return buf.getvalue()
-
-
 # --------------------------------------------------------------------------------------------
 # folder walk
 
@@ -781,7 +798,11 @@ def iter_images(
     else:
         excluded = {Path(e).resolve() for e in exclude}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:
+        logger.warning("cannot list folder %s: %s (its images are not included)", exc.filename, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):

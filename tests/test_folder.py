@@ -401,3 +401,41 @@ def test_read_ahead_respects_the_pixel_budget(tmp_path, astro):
         assert all(isinstance(g[2], LoadedImage) for g in got)
     finally:
         reader.close()
+
+
+def test_unusual_file_names_and_foreign_report(tmp_path, astro):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["фото ü.jpg", "with space.png", os.fsdecode(b"bad\xffname.png")]
+    for n in names:
+        Image.fromarray(astro).save(src / n, format="JPEG" if n.endswith(".jpg") else "PNG")
+    rep = tmp_path / "r.json"
+    report = run_folder(src, tmp_path / "out", invert, report_path=rep, progress=False)
+    assert report.n_ok == 3
+    data = json.loads(rep.read_text(encoding="ascii"))  # ASCII JSON, undecodable bytes escaped
+    assert sorted(e["input"] for e in data["items"]) == sorted(names)
+    # a report written for another input folder is not used to skip anything
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(astro).save(other / "with space.png")
+    seen = []
+    run_folder(
+        other,
+        None,
+        lambda items: seen.extend(items) or [ItemResult() for _ in items],
+        write_outputs=False,
+        report_path=rep,
+        progress=False,
+    )
+    assert len(seen) == 1
+
+
+def test_webp_lossless_kept(tmp_path, astro):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astro).save(src / "l.webp", lossless=True)
+    Image.fromarray(astro).save(src / "q.webp", quality=80)
+    run_folder(src, tmp_path / "out", invert, progress=False)
+    assert read_image(src / "l.webp").webp_lossless is True and read_image(src / "q.webp").webp_lossless is False
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "l.webp").rgb, 255 - astro)
+    assert read_image(tmp_path / "out" / "q.webp").webp_lossless is False

@@ -153,14 +153,15 @@ def test_bilevel_and_la_modes(tmp_path, astro):
 
 
 def test_rgba_png_alpha_read_and_kept_on_output(tmp_path, astro):
-    alpha = np.tile(np.linspace(0, 255, 512).astype(np.uint8), (512, 1))
+    astro = astro[::2, ::2]  # 256 x 256
+    alpha = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
     Image.fromarray(np.dstack([astro, alpha])).save(tmp_path / "a.png")
     img = read_image(tmp_path / "a.png")
     np.testing.assert_array_equal(img.rgb, astro)
     np.testing.assert_array_equal(img.alpha, alpha)
     write_image(tmp_path / "out.png", 255 - img.rgb, like=img)
     back = np.asarray(Image.open(tmp_path / "out.png"))
-    assert back.shape == (512, 512, 4)
+    assert back.shape == (256, 256, 4)
     np.testing.assert_array_equal(back[..., 3], alpha)
     np.testing.assert_array_equal(back[..., :3], 255 - astro)
     # WebP and TIFF keep it too; JPEG drops it without complaint.
@@ -172,7 +173,7 @@ def test_rgba_png_alpha_read_and_kept_on_output(tmp_path, astro):
     # an upscaled output gets the alpha resized to its size
     big = np.repeat(np.repeat(img.rgb, 2, axis=0), 2, axis=1)
     write_image(tmp_path / "big.png", big, like=img)
-    assert read_image(tmp_path / "big.png").alpha.shape == (1024, 1024)
+    assert read_image(tmp_path / "big.png").alpha.shape == (512, 512)
 
 
 def test_16bit_greyscale_rounded_to_8bit(tmp_path):
@@ -204,7 +205,7 @@ def test_cmyk_jpeg(tmp_path, astro):
 
 
 def test_palette_gif_and_png(tmp_path, astro):
-    pal = Image.fromarray(astro).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal = Image.fromarray(astro[::2, ::2]).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     pal.save(tmp_path / "p.gif")
     pal.save(tmp_path / "p.png")
     expected = np.asarray(pal.convert("RGB"))
