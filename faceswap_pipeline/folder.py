@@ -586,6 +586,7 @@ def run_folder(
 
     bar = _Progress(len(files), _should_show_progress(progress))
     bar.update(len(files) - len(todo))
+    counts = collections.Counter(it.status for it in report.items)
     last_save = [0.0, float(report_every_s)]  # time of the last write, current interval
 
     def save_report(force: bool = False) -> None:
@@ -612,7 +613,8 @@ def run_folder(
                 entry.traceback = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
             entry.output = None
             logger.warning("%s: %s", entry.input, entry.error)
-        bar.update(1, ok=report.n_ok, err=report.n_failed)
+        counts[status] += 1
+        bar.update(1, ok=counts["ok"], err=counts["error"])
 
     def write_one(idx: int, loaded: LoadedImage, out_file: Path | None, res: ItemResult) -> None:
         entry = report.items[idx]

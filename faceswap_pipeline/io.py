@@ -425,6 +425,15 @@ def _pil_to_arrays(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
     return rgb, alpha
 
 
+def _exif_orientation(im: Any) -> int:
+    """The EXIF orientation (1-8) Pillow sees on an image; 1 when absent, invalid or unreadable."""
+    try:
+        value = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the read
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     """Apply an EXIF orientation (1-8) to an (H, W[, 3]) uint8 array: what a viewer would show.
 
@@ -495,6 +504,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageReadError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
+            orientation_in_file = _exif_orientation(im)  # before load: Pillow applies (and drops) a TIFF one
             im.load()  # decode now, inside the try: truncated data raises here
             fmt = "JPEG" if im.format == "MPO" else (im.format or "UNKNOWN")
             mode = im.mode
@@ -507,12 +517,8 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
 
                 sub = JpegImagePlugin.get_sampling(im)
                 subsampling = sub if sub in (0, 1, 2) else None
-            try:
-                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the read
-                orientation = 1
-            if orientation not in range(2, 9):
-                orientation = 1
+            to_apply = _exif_orientation(im)  # still to apply ourselves (JPEG, PNG, WebP...)
+            orientation = to_apply if to_apply != 1 else orientation_in_file
             rgb, alpha = _pil_to_arrays(im)
             im.close()  # frees the decoded Pillow image now (leaving the `with` only closes the file)
     except ImageReadError:
@@ -526,9 +532,9 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
         raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from exc
     # the Pillow image is closed (its memory freed) before the rotation copy is made
-    if orientation != 1:
-        rgb = _orient(rgb, orientation)
-        alpha = None if alpha is None else _orient(alpha, orientation)
+    if to_apply != 1:
+        rgb = _orient(rgb, to_apply)
+        alpha = None if alpha is None else _orient(alpha, to_apply)
 
     exif = _normalise_exif(info.get("exif"))
     if exif is not None and orientation != 1:

@@ -439,3 +439,17 @@ def test_webp_lossless_kept(tmp_path, astro):
     assert read_image(src / "l.webp").webp_lossless is True and read_image(src / "q.webp").webp_lossless is False
     np.testing.assert_array_equal(read_image(tmp_path / "out" / "l.webp").rgb, 255 - astro)
     assert read_image(tmp_path / "out" / "q.webp").webp_lossless is False
+
+
+def test_progress_bar_path(tmp_path, astro, monkeypatch, capsys):
+    import faceswap_pipeline.folder as folder
+
+    monkeypatch.setattr(folder, "_should_show_progress", lambda progress: progress)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(astro[:64, :64]).save(src / f"{i}.png")
+    (src / "bad.png").write_bytes(b"")
+    report = run_folder(src, tmp_path / "out", invert, progress=True)
+    assert report.n_ok == 3 and report.n_failed == 1
+    assert "4/4" in capsys.readouterr().err

@@ -506,3 +506,14 @@ def test_loaded_image_summary(tmp_path, small):
     assert img.summary() == {
         "width": 120, "height": 80, "format": "JPEG", "mode": "RGB", "alpha": False, "quality": 80, "orientation": 1,
     }  # fmt: skip
+
+
+def test_tiff_orientation_tag_applied(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "o.tif", tiffinfo={274: 8})
+    img = read_image(tmp_path / "o.tif")
+    assert img.format == "TIFF" and img.orientation == 8
+    np.testing.assert_array_equal(img.rgb, np.rot90(small, k=1))
+    write_image(tmp_path / "out.tif", img.rgb, like=img)
+    back = read_image(tmp_path / "out.tif")
+    assert back.orientation == 1  # written upright, no tag to rotate it again
+    np.testing.assert_array_equal(back.rgb, img.rgb)
