@@ -123,25 +123,30 @@ def main(argv: list[str] | None = None) -> dict:
             time.sleep(a.process_ms / 1e3 * len(items))
             return [ItemResult(255 - it.rgb) for it in items]
 
-        runs = []
-        for r in range(a.repeats):
-            rep = run_folder(
-                src, d / f"out{r}", process, batch_size=a.batch_size, num_readers=a.num_readers, progress=False
-            )
-            assert rep.exit_code == 0
-            serial = sum(sum(it.timings.values()) for it in rep.items)
-            runs.append((rep.elapsed_s, serial))
-        wall = [w for w, _ in runs]
-        serial = [s for _, s in runs]
         res["folder_runner"] = {
             "images": a.n_images,
             "size": "1024x768 JPEG",
             "process_ms_per_image": a.process_ms,
             "batch_size": a.batch_size,
             "num_readers": a.num_readers,
-            "wall_per_image": quartiles([w / a.n_images for w in wall]),
-            "read_process_write_sum_per_image": quartiles([s / a.n_images for s in serial]),
         }
+        for background in (True, False):
+            wall, serial = [], []
+            for r in range(a.repeats + 1):
+                rep = run_folder(
+                    src, d / f"out{background}{r}", process, batch_size=a.batch_size, num_readers=a.num_readers,
+                    progress=False, background_writes=background,
+                )  # fmt: skip
+                assert rep.exit_code == 0
+                if r == 0:
+                    continue  # warm-up
+                wall.append(rep.elapsed_s / a.n_images)
+                serial.append(sum(sum(it.timings.values()) for it in rep.items) / a.n_images)
+            key = "background_writes" if background else "main_thread_writes"
+            res["folder_runner"][key] = {
+                "wall_per_image": quartiles(wall),
+                "read_process_write_sum_per_image": quartiles(serial),
+            }
     print(json.dumps(res, indent=1))
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,8 @@
 """The folder runner shared by the ``run``, ``detect`` and ``upscale`` subcommands.
 
 :func:`run_folder` walks an input folder, reads images in background threads, hands batches of
-successfully read images to a caller-supplied ``process_batch``, writes the results into a mirror
-of the input tree and keeps a JSON report of every input.
+successfully read images to a caller-supplied ``process_batch``, writes the results (in a
+background thread too) into a mirror of the input tree and keeps a JSON report of every input.
 
 ``process_batch`` contract::
 
@@ -448,6 +448,7 @@ def run_folder(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_batch_pixels: int = 100_000_000,
     report_every_s: float = 5.0,
+    background_writes: bool = True,
 ) -> FolderReport:
     """Process every image of a folder tree with ``process_batch``; see the module docstring.
 
@@ -481,6 +482,8 @@ def run_folder(
             reader).
         report_every_s: minimum seconds between incremental report writes (stretched for huge
             reports so that writing them takes at most ~5% of the run).
+        background_writes: encode and write outputs in a background thread (at most
+            ``batch_size`` waiting), overlapping them with the next batch's processing.
 
     Returns:
         The :class:`FolderReport`; ``report.exit_code`` is 1 if any input failed.
@@ -616,23 +619,33 @@ def run_folder(
         counts[status] += 1
         bar.update(1, ok=counts["ok"], err=counts["error"])
 
+    writer = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsp-write")
+        if background_writes and write_outputs
+        else None
+    )
+    writes: collections.deque[tuple[int, Future]] = collections.deque()
+
+    def drain_writes(max_left: int) -> None:
+        """Record finished background writes; wait for the oldest until at most ``max_left`` remain."""
+        while writes and (writes[0][1].done() or len(writes) > max_left):
+            idx, fut = writes.popleft()
+            error, seconds = fut.result()
+            report.items[idx].timings["write_s"] = seconds
+            finish_item(idx, "ok" if error is None else "error", error)
+
     def write_one(idx: int, loaded: LoadedImage, out_file: Path | None, res: ItemResult) -> None:
-        entry = report.items[idx]
-        t0 = time.perf_counter()
-        try:
-            if write_outputs and out_file is not None:
-                if res.image is None:
-                    _write_unchanged(loaded, out_file, quality)
-                else:
-                    write_image(out_file, res.image, like=loaded, quality=quality)
-            else:
-                entry.output = None
-        except Exception as exc:  # noqa: BLE001 - reported per file
-            entry.timings["write_s"] = time.perf_counter() - t0
-            finish_item(idx, "error", exc)
+        if not write_outputs or out_file is None:
+            report.items[idx].output = None
+            finish_item(idx, "ok")
             return
-        entry.timings["write_s"] = time.perf_counter() - t0
-        finish_item(idx, "ok")
+        if writer is not None:
+            writes.append((idx, writer.submit(_write_output, loaded, out_file, res.image, quality)))
+            drain_writes(max(1, batch_size))
+            return
+        error, seconds = _write_output(loaded, out_file, res.image, quality)
+        report.items[idx].timings["write_s"] = seconds
+        finish_item(idx, "ok" if error is None else "error", error)
 
     def handle_batch(batch: list[tuple[int, LoadedImage, Path | None]]) -> None:
         items = [b[1] for b in batch]
@@ -712,9 +725,13 @@ def run_folder(
                 handle_batch(batch)
                 reader.release(batch_pixels)
                 batch, batch_pixels = [], 0
+        drain_writes(0)
         interrupted = False
     finally:
         reader.close()
+        if writer is not None:
+            writer.shutdown(wait=True)  # queued writes are few (<= batch_size) and complete
+            drain_writes(0)
         bar.close()
         report.complete = not interrupted
         report.finished = _now() if not interrupted else None
@@ -727,6 +744,21 @@ def run_folder(
         report.elapsed_s,
     )
     return report
+
+
+def _write_output(
+    loaded: LoadedImage, out_file: Path, image: np.ndarray | None, quality: int | None
+) -> tuple[Exception | None, float]:
+    """Write one output (``image`` None: the input unchanged); returns ``(error or None, seconds)``."""
+    t0 = time.perf_counter()
+    try:
+        if image is None:
+            _write_unchanged(loaded, out_file, quality)
+        else:
+            write_image(out_file, image, like=loaded, quality=quality)
+    except Exception as exc:  # noqa: BLE001 - reported per file
+        return exc, time.perf_counter() - t0
+    return None, time.perf_counter() - t0
 
 
 def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -> None:

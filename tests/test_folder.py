@@ -80,11 +80,14 @@ def statuses(report: FolderReport) -> dict[str, str]:
     return {it.input: it.status for it in report.items}
 
 
-def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro):
+@pytest.mark.parametrize("background_writes", [True, False])
+def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro, background_writes):
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
     expected = make_tree(src, astro)
     before = hashes(src)
-    report = run_folder(src, out, invert, batch_size=3, report_path=rep, progress=False)
+    report = run_folder(
+        src, out, invert, batch_size=3, report_path=rep, progress=False, background_writes=background_writes
+    )
 
     assert statuses(report) == expected
     assert report.n_ok == 7 and report.n_failed == 3 and report.n_skipped == 0
@@ -188,7 +191,8 @@ def test_one_bad_image_in_a_batch_does_not_fail_its_neighbours(tmp_path, astro):
     assert report.exit_code == 1
 
 
-def test_per_item_exceptions_and_bad_results(tmp_path, astro):
+@pytest.mark.parametrize("background_writes", [True, False])
+def test_per_item_exceptions_and_bad_results(tmp_path, astro, background_writes):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(4):
@@ -199,7 +203,7 @@ def test_per_item_exceptions_and_bad_results(tmp_path, astro):
             : len(items)
         ]
 
-    report = run_folder(src, tmp_path / "out", mixed, batch_size=4, progress=False)
+    report = run_folder(src, tmp_path / "out", mixed, batch_size=4, progress=False, background_writes=background_writes)
     st = [(it.input, it.status, it.error) for it in report.items]
     assert st[0] == ("0.png", "error", "ValueError: no face")
     assert st[1] == ("1.png", "ok", None)
