@@ -145,8 +145,8 @@ class LoadedImage:
         format: Pillow's name of the decoded format: ``"JPEG"``, ``"PNG"``, ``"WEBP"``,
             ``"TIFF"``, ``"BMP"``, ``"GIF"``... (camera ``"MPO"`` files are reported as
             ``"JPEG"``). It comes from the file's content, not its suffix.
-        exif: raw EXIF block (starting with ``b"Exif\\0\\0"``) with the orientation tag reset to
-            1, or None.
+        exif: the file's EXIF block prepared for derived images (see :func:`exif_for_output`):
+            starts with ``b"Exif\\0\\0"``, orientation tag 1, embedded thumbnail removed; or None.
         icc_profile: ICC profile bytes if the file had one that describes RGB data (a CMYK or
             greyscale profile does not fit the converted pixels and is dropped), or None.
         quality: JPEG quality (1-100) estimated from the luminance quantisation table, or None
@@ -308,6 +308,56 @@ def reset_exif_orientation(exif: bytes) -> bytes:
     except (KeyError, struct.error):
         logger.debug("EXIF block could not be parsed; orientation left as is")
     return exif
+
+
+def _unlink_next_ifds(exif: bytes) -> bytes:
+    """Binary fallback: end the IFD chain after IFD0 (unlinks IFD1, the thumbnail)."""
+    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
+    body = bytearray(exif[len(head) :])
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
+        (ifd,) = struct.unpack_from(order + "I", body, 4)
+        (n,) = struct.unpack_from(order + "H", body, ifd)
+        struct.pack_into(order + "I", body, ifd + 2 + 12 * n, 0)
+    except (KeyError, struct.error):
+        return exif
+    return head + bytes(body)
+
+
+def exif_for_output(exif: bytes | None) -> bytes | None:
+    """Prepare a file's EXIF block for images derived from it.
+
+    The orientation tag is set to 1 (the pixels are upright once read) and the embedded thumbnail
+    (IFD1) is dropped: it would still show the *original* picture, e.g. the unswapped face. The
+    block is rebuilt by Pillow, keeping IFD0, the Exif sub-IFD (camera settings, dates) and GPS;
+    if Pillow cannot rebuild it, the orientation is patched in place and IFD1 unlinked instead.
+
+    Args:
+        exif: raw EXIF block, with or without the ``b"Exif\\0\\0"`` header, or None.
+
+    Returns:
+        The block with the ``b"Exif\\0\\0"`` header, or None if there was none.
+    """
+    exif = _normalise_exif(exif)
+    if exif is None:
+        return None
+    try:
+        from PIL import ExifTags, Image
+
+        ex = Image.Exif()
+        ex.load(exif)
+        if _ORIENTATION_TAG in ex:
+            ex[_ORIENTATION_TAG] = 1
+        for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+            if tag in ex:
+                ex.get_ifd(tag)  # loaded so that tobytes() writes it
+        out = ex.tobytes()
+        check = Image.Exif()
+        check.load(out)  # must parse back
+        return out if len(out) > len(_EXIF_HEADER) + 8 else None
+    except Exception:  # noqa: BLE001 - odd EXIF: fall back to byte patching
+        logger.debug("EXIF block could not be rebuilt; patched in place")
+        return _unlink_next_ifds(reset_exif_orientation(exif))
 
 
 def estimate_jpeg_quality(qtables: dict[int, Any] | None) -> int | None:
@@ -536,9 +586,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         rgb = _orient(rgb, to_apply)
         alpha = None if alpha is None else _orient(alpha, to_apply)
 
-    exif = _normalise_exif(info.get("exif"))
-    if exif is not None and orientation != 1:
-        exif = reset_exif_orientation(exif)
+    exif = exif_for_output(info.get("exif"))
     dpi = info.get("dpi")
     try:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
@@ -651,7 +699,10 @@ def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_al
     params: dict[str, Any] = {}
     if like is not None:
         if like.exif and fmt in _EXIF_FORMATS:
-            params["exif"] = like.exif
+            if fmt == "JPEG" and len(like.exif) > 65533:
+                logger.warning("EXIF of %s is %d bytes, too long for a JPEG: not copied", like.path, len(like.exif))
+            else:
+                params["exif"] = like.exif
         if like.icc_profile and fmt in _ICC_FORMATS:
             params["icc_profile"] = like.icc_profile
         if like.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):

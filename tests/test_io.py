@@ -517,3 +517,69 @@ def test_tiff_orientation_tag_applied(tmp_path, small):
     back = read_image(tmp_path / "out.tif")
     assert back.orientation == 1  # written upright, no tag to rotate it again
     np.testing.assert_array_equal(back.rgb, img.rgb)
+
+
+def exif_with_thumbnail(thumb: bytes) -> bytes:
+    """EXIF with IFD0 (Make, Orientation 6), Exif IFD (DateTimeOriginal), GPS and an IFD1 thumbnail."""
+    from PIL import ExifTags
+
+    ex = Image.Exif()
+    ex[0x010F] = "TestCam"
+    ex[0x0112] = 6
+    ex.get_ifd(ExifTags.IFD.Exif)[0x9003] = "2020:01:02 03:04:05"
+    ex.get_ifd(ExifTags.IFD.GPSInfo)[1] = "N"
+    block = ex.tobytes()
+    body = bytearray(block[6:])
+    e = "<" if body[:2] == b"II" else ">"
+    (ifd0,) = struct.unpack_from(e + "I", body, 4)
+    (n,) = struct.unpack_from(e + "H", body, ifd0)
+    ifd1 = len(body)
+    struct.pack_into(e + "I", body, ifd0 + 2 + 12 * n, ifd1)  # IFD0 -> IFD1
+    thumb_at = ifd1 + 2 + 2 * 12 + 4
+    body += struct.pack(e + "H", 2)
+    body += struct.pack(e + "HHII", 0x0201, 4, 1, thumb_at) + struct.pack(e + "HHII", 0x0202, 4, 1, len(thumb))
+    body += struct.pack(e + "I", 0) + thumb
+    return b"Exif\x00\x00" + bytes(body)
+
+
+def test_exif_thumbnail_of_the_original_is_not_carried(tmp_path, small):
+    from PIL import ExifTags
+
+    Image.fromarray(small[:16, :16]).save(tmp_path / "t.jpg", quality=50)
+    thumb = (tmp_path / "t.jpg").read_bytes()
+    block = exif_with_thumbnail(thumb)
+    src = Image.Exif()
+    src.load(block)
+    assert src.get_ifd(ExifTags.IFD.IFD1)  # the source really has a thumbnail
+    Image.fromarray(small).save(tmp_path / "in.jpg", exif=block)
+    img = read_image(tmp_path / "in.jpg")
+    assert img.orientation == 6
+    ex = Image.Exif()
+    ex.load(img.exif)
+    assert ex[0x0112] == 1 and ex[0x010F] == "TestCam"
+    assert ex.get_ifd(ExifTags.IFD.Exif)[0x9003] == "2020:01:02 03:04:05"
+    assert ex.get_ifd(ExifTags.IFD.GPSInfo)[1] == "N"
+    assert not ex.get_ifd(ExifTags.IFD.IFD1)
+    assert thumb not in img.exif
+    write_image(tmp_path / "out.jpg", 255 - img.rgb, like=img)
+    assert thumb not in (tmp_path / "out.jpg").read_bytes()
+
+
+def test_exif_for_output_fallback_and_none():
+    from faceswap_pipeline.io import exif_for_output
+
+    assert exif_for_output(None) is None and exif_for_output(b"") is None
+    assert exif_for_output(b"Exif\x00\x00garbage but long enough") == b"Exif\x00\x00garbage but long enough"
+
+
+def test_too_long_exif_is_not_copied_to_jpeg(tmp_path, small):
+    ex = Image.Exif()
+    ex[0x010F] = "TestCam"
+    ex[0x010E] = "x" * 70000  # ImageDescription: 70 kB
+    Image.fromarray(small).save(tmp_path / "big_exif.png", exif=ex.tobytes())
+    img = read_image(tmp_path / "big_exif.png")
+    assert len(img.exif) > 65533
+    write_image(tmp_path / "out.jpg", img.rgb, like=img)  # no crash: EXIF dropped
+    assert read_image(tmp_path / "out.jpg").exif is None
+    write_image(tmp_path / "out.png", img.rgb, like=img)  # PNG has no such limit
+    assert len(read_image(tmp_path / "out.png").exif) > 65533
