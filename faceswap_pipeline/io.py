@@ -7,7 +7,8 @@ pixels (format, EXIF, ICC profile, JPEG quantisation, alpha) travels next to the
 Reading (:func:`read_image`):
 
 * EXIF orientation is applied (pixels come back upright) and the orientation tag of the kept EXIF
-  block is reset to 1, so outputs written with it are not rotated a second time by viewers.
+  block is reset to 1, so outputs written with it are not rotated a second time by viewers. The
+  EXIF's embedded thumbnail is dropped: on an output it would still show the original picture.
 * Every Pillow mode is converted to RGB: greyscale (``1``, ``L``, ``I;16``, ``I``, ``F``), palette
   (``P``, with transparency becoming alpha), ``LA``/``PA``/``RGBA`` (alpha split off), ``CMYK``,
   ``YCbCr``, ``LAB``, ``HSV``. 16-bit samples are scaled to 8 bits with rounding
@@ -694,7 +695,7 @@ def _resize_alpha(alpha: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8)
 
 
-def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_alpha: bool) -> dict[str, Any]:
+def _save_params(fmt: str, like: LoadedImage | None, quality: int | None) -> dict[str, Any]:
     """Pillow ``save()`` keyword arguments for a format, carrying ``like``'s metadata."""
     params: dict[str, Any] = {}
     if like is not None:
@@ -789,7 +790,7 @@ def write_image(
         im = Image.fromarray(np.dstack([rgb8, alpha]))
     else:
         im = Image.fromarray(rgb8)
-    params = _save_params(fmt, like, quality, keep_alpha)
+    params = _save_params(fmt, like, quality)
     with atomic_open(path) as f:
         im.save(f, format=fmt, **params)
 
