@@ -1,8 +1,8 @@
 """The folder runner shared by the ``run``, ``detect`` and ``upscale`` subcommands.
 
 :func:`run_folder` walks an input folder, reads images in background threads, hands batches of
-successfully read images to a caller-supplied ``process_batch``, writes the results into a mirror
-of the input tree and keeps a JSON report of every input.
+successfully read images to a caller-supplied ``process_batch``, writes the results (in a
+background thread too) into a mirror of the input tree and keeps a JSON report of every input.
 
 ``process_batch`` contract::
 
@@ -52,6 +52,7 @@ import math
 import os
 import shutil
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -211,8 +212,8 @@ class FolderReport:
         return {
             "version": REPORT_VERSION,
             "complete": self.complete,
-            "input_dir": str(self.input_dir),
-            "output_dir": None if self.output_dir is None else str(self.output_dir),
+            "input_dir": str(Path(self.input_dir).resolve()),
+            "output_dir": None if self.output_dir is None else str(Path(self.output_dir).resolve()),
             "started": self.started,
             "finished": self.finished,
             "summary": self.summary(),
@@ -221,7 +222,8 @@ class FolderReport:
 
     def save(self, path: PathLike) -> None:
         """Write :meth:`to_dict` as JSON, atomically."""
-        data = json.dumps(self.to_dict(), indent=1, allow_nan=False, ensure_ascii=False)
+        # ASCII output: file names that are not valid UTF-8 survive as \udcXX escapes
+        data = json.dumps(self.to_dict(), indent=1, allow_nan=False)
         atomic_write_bytes(path, (data + "\n").encode("utf-8"))
 
 
@@ -326,6 +328,99 @@ class _Progress:
 # the runner
 
 
+class _ReadAhead:
+    """Decodes the inputs in background threads, handing them out in order.
+
+    At most ``num_readers`` files are being decoded at any time, at most ``max_queued`` are decoded
+    or decoding and not yet taken, and no new read starts while the decoded images not yet
+    :meth:`release`-d hold ``pixel_budget`` pixels or more. So memory stays below about
+    ``(pixel_budget + num_readers * largest image) * 3`` bytes of pixels, whatever the image sizes.
+    """
+
+    def __init__(
+        self,
+        jobs: list[tuple[int, Path, Path | None]],
+        *,
+        num_readers: int,
+        max_pixels: int | None,
+        pixel_budget: int,
+        max_queued: int,
+    ) -> None:
+        self._jobs = jobs
+        self._next = 0
+        self._inflight = 0
+        self._held = 0
+        self._stopped = False
+        self._max_pixels = max_pixels
+        self._budget = pixel_budget
+        self._max_queued = max_queued
+        self._num_readers = max(1, num_readers)
+        self._pending: collections.deque[tuple[int, Path | None, Future]] = collections.deque()
+        self._lock = threading.RLock()
+        self._pool = ThreadPoolExecutor(max_workers=self._num_readers, thread_name_prefix="fsp-read")
+        self.top_up()
+
+    @property
+    def exhausted(self) -> bool:
+        """True once every job has been handed out by :meth:`next`."""
+        with self._lock:
+            return self._next >= len(self._jobs) and not self._pending
+
+    def top_up(self) -> None:
+        """Start reads while the count and pixel budgets allow."""
+        with self._lock:
+            while (
+                not self._stopped
+                and self._next < len(self._jobs)
+                and self._inflight < self._num_readers
+                and len(self._pending) < self._max_queued
+                and self._held < self._budget
+            ):
+                idx, path, out_file = self._jobs[self._next]
+                self._next += 1
+                self._inflight += 1
+                fut = self._pool.submit(_read_timed, path, self._max_pixels)
+                self._pending.append((idx, out_file, fut))
+                fut.add_done_callback(self._on_done)
+
+    def _on_done(self, fut: Future) -> None:
+        with self._lock:
+            self._inflight -= 1
+            if not fut.cancelled() and fut.exception() is None:
+                loaded = fut.result()[0]
+                if isinstance(loaded, LoadedImage):
+                    self._held += loaded.rgb.shape[0] * loaded.rgb.shape[1]
+        self.top_up()
+
+    def next(self) -> tuple[int, Path | None, LoadedImage | BaseException, float] | None:
+        """The next input in order: ``(index, output path, image or read error, read seconds)``.
+
+        Blocks while it is being decoded. None when no read is queued (all handed out, or the
+        pixel budget is spent: release some with :meth:`release`).
+        """
+        with self._lock:
+            if not self._pending:
+                self.top_up()
+            if not self._pending:
+                return None
+            idx, out_file, fut = self._pending.popleft()
+        loaded, read_s = fut.result()
+        self.top_up()
+        return idx, out_file, loaded, read_s
+
+    def release(self, pixels: int) -> None:
+        """Return the budget of processed images (their pixel count) and read further."""
+        with self._lock:
+            self._held -= pixels
+        self.top_up()
+
+    def close(self) -> None:
+        """Stop reading; wait for running decodes, drop queued ones."""
+        with self._lock:
+            self._stopped = True
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _read_timed(path: Path, max_pixels: int | None) -> tuple[LoadedImage | BaseException, float]:
     t0 = time.perf_counter()
     try:
@@ -353,6 +448,7 @@ def run_folder(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     max_batch_pixels: int = 100_000_000,
     report_every_s: float = 5.0,
+    background_writes: bool = True,
 ) -> FolderReport:
     """Process every image of a folder tree with ``process_batch``; see the module docstring.
 
@@ -384,7 +480,10 @@ def run_folder(
             read-ahead pauses while decoded-but-unprocessed images hold this many, which bounds
             memory with huge images (about ``2 * max_batch_pixels * 3`` bytes plus one image per
             reader).
-        report_every_s: minimum seconds between incremental report writes.
+        report_every_s: minimum seconds between incremental report writes (stretched for huge
+            reports so that writing them takes at most ~5% of the run).
+        background_writes: encode and write outputs in a background thread (at most
+            ``batch_size`` waiting), overlapping them with the next batch's processing.
 
     Returns:
         The :class:`FolderReport`; ``report.exit_code`` is 1 if any input failed.
@@ -434,6 +533,11 @@ def run_folder(
     report = FolderReport(input_dir=in_path, output_dir=out_path, started=_now())
     previous = load_report(report_file) if report_file is not None else None
     prev_items: dict[str, dict[str, Any]] = {}
+    if previous is not None and previous.get("input_dir") not in (None, str(in_path.resolve())):
+        logger.warning(
+            "report %s is for input %s, not %s: not used for resume", report_file, previous.get("input_dir"), in_path
+        )
+        previous = None
     if previous is not None:
         prev_items = {str(e.get("input")): e for e in previous["items"] if isinstance(e, dict)}
 
@@ -485,20 +589,23 @@ def run_folder(
 
     bar = _Progress(len(files), _should_show_progress(progress))
     bar.update(len(files) - len(todo))
-    last_save = [0.0]
+    counts = collections.Counter(it.status for it in report.items)
+    last_save = [0.0, float(report_every_s)]  # time of the last write, current interval
 
     def save_report(force: bool = False) -> None:
         report.elapsed_s = time.perf_counter() - t_start
         if report_file is None:
             return
         now = time.perf_counter()
-        if not force and now - last_save[0] < report_every_s:
+        if not force and now - last_save[0] < last_save[1]:
             return
         try:
             report.save(report_file)
         except (OSError, ValueError) as exc:
             logger.error("could not write report %s: %s", report_file, exc)
-        last_save[0] = now
+        done = time.perf_counter()
+        # a huge report must not eat the run: keep writing it at most ~5% of the time
+        last_save[0], last_save[1] = done, max(float(report_every_s), 20.0 * (done - now))
 
     def finish_item(idx: int, status: str, error: BaseException | None = None) -> None:
         entry = report.items[idx]
@@ -509,25 +616,36 @@ def run_folder(
                 entry.traceback = "".join(traceback.format_exception(type(error), error, error.__traceback__))[-4000:]
             entry.output = None
             logger.warning("%s: %s", entry.input, entry.error)
-        bar.update(1, ok=report.n_ok, err=report.n_failed)
+        counts[status] += 1
+        bar.update(1, ok=counts["ok"], err=counts["error"])
+
+    writer = (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsp-write")
+        if background_writes and write_outputs
+        else None
+    )
+    writes: collections.deque[tuple[int, Future]] = collections.deque()
+
+    def drain_writes(max_left: int) -> None:
+        """Record finished background writes; wait for the oldest until at most ``max_left`` remain."""
+        while writes and (writes[0][1].done() or len(writes) > max_left):
+            idx, fut = writes.popleft()
+            error, seconds = fut.result()
+            report.items[idx].timings["write_s"] = seconds
+            finish_item(idx, "ok" if error is None else "error", error)
 
     def write_one(idx: int, loaded: LoadedImage, out_file: Path | None, res: ItemResult) -> None:
-        entry = report.items[idx]
-        t0 = time.perf_counter()
-        try:
-            if write_outputs and out_file is not None:
-                if res.image is None:
-                    _write_unchanged(loaded, out_file, quality)
-                else:
-                    write_image(out_file, res.image, like=loaded, quality=quality)
-            else:
-                entry.output = None
-        except Exception as exc:  # noqa: BLE001 - reported per file
-            entry.timings["write_s"] = time.perf_counter() - t0
-            finish_item(idx, "error", exc)
+        if not write_outputs or out_file is None:
+            report.items[idx].output = None
+            finish_item(idx, "ok")
             return
-        entry.timings["write_s"] = time.perf_counter() - t0
-        finish_item(idx, "ok")
+        if writer is not None:
+            writes.append((idx, writer.submit(_write_output, loaded, out_file, res.image, quality)))
+            drain_writes(max(1, batch_size))
+            return
+        error, seconds = _write_output(loaded, out_file, res.image, quality)
+        report.items[idx].timings["write_s"] = seconds
+        finish_item(idx, "ok" if error is None else "error", error)
 
     def handle_batch(batch: list[tuple[int, LoadedImage, Path | None]]) -> None:
         items = [b[1] for b in batch]
@@ -566,32 +684,30 @@ def run_folder(
                 )
         save_report()
 
-    pending: collections.deque[tuple[int, Path | None, Future]] = collections.deque()
-    prefetch = max(1, batch_size) + max(1, num_readers)
+    save_report(force=True)  # a valid report (inputs listed, "pending") exists from the start
+    reader = _ReadAhead(
+        todo,
+        num_readers=num_readers,
+        max_pixels=max_pixels,
+        pixel_budget=2 * max_batch_pixels,
+        max_queued=max(1, batch_size) + max(1, num_readers),
+    )
     batch: list[tuple[int, LoadedImage, Path | None]] = []
     batch_pixels = 0
-    next_todo = 0
-    executor = ThreadPoolExecutor(max_workers=max(1, num_readers), thread_name_prefix="fsp-read")
     interrupted = True
     try:
-        while next_todo < len(todo) or pending or batch:
-            # read ahead, bounded by count and by pixels held in decoded, unprocessed images
-            held = batch_pixels + sum(
-                f.result()[0].rgb.shape[0] * f.result()[0].rgb.shape[1]
-                for _, _, f in pending
-                if f.done() and isinstance(f.result()[0], LoadedImage)
-            )
-            while next_todo < len(todo) and len(pending) < prefetch and held < max_batch_pixels:
-                idx, path, out_file = todo[next_todo]
-                next_todo += 1
-                pending.append((idx, out_file, executor.submit(_read_timed, path, max_pixels)))
-            if not pending:
+        while True:
+            got = reader.next()
+            if got is None:  # nothing decoded or decoding: process what we hold, which frees budget
                 if batch:
                     handle_batch(batch)
+                    reader.release(batch_pixels)
                     batch, batch_pixels = [], 0
-                continue
-            idx, out_file, fut = pending.popleft()
-            loaded, read_s = fut.result()
+                    continue
+                if reader.exhausted:
+                    break
+                raise RuntimeError("read-ahead stalled")  # pragma: no cover - would be a bug
+            idx, out_file, loaded, read_s = got
             report.items[idx].timings["read_s"] = read_s
             if not isinstance(loaded, LoadedImage):
                 finish_item(idx, "error", loaded)
@@ -600,16 +716,22 @@ def run_folder(
             npx = loaded.rgb.shape[0] * loaded.rgb.shape[1]
             if batch and batch_pixels + npx > max_batch_pixels:
                 handle_batch(batch)
+                reader.release(batch_pixels)
                 batch, batch_pixels = [], 0
             batch.append((idx, loaded, out_file))
             batch_pixels += npx
             del loaded
-            if len(batch) >= batch_size or (not pending and next_todo >= len(todo)):
+            if len(batch) >= batch_size or reader.exhausted:
                 handle_batch(batch)
+                reader.release(batch_pixels)
                 batch, batch_pixels = [], 0
+        drain_writes(0)
         interrupted = False
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        reader.close()
+        if writer is not None:
+            writer.shutdown(wait=True)  # queued writes are few (<= batch_size) and complete
+            drain_writes(0)
         bar.close()
         report.complete = not interrupted
         report.finished = _now() if not interrupted else None
@@ -622,6 +744,21 @@ def run_folder(
         report.elapsed_s,
     )
     return report
+
+
+def _write_output(
+    loaded: LoadedImage, out_file: Path, image: np.ndarray | None, quality: int | None
+) -> tuple[Exception | None, float]:
+    """Write one output (``image`` None: the input unchanged); returns ``(error or None, seconds)``."""
+    t0 = time.perf_counter()
+    try:
+        if image is None:
+            _write_unchanged(loaded, out_file, quality)
+        else:
+            write_image(out_file, image, like=loaded, quality=quality)
+    except Exception as exc:  # noqa: BLE001 - reported per file
+        return exc, time.perf_counter() - t0
+    return None, time.perf_counter() - t0
 
 
 def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -> None:

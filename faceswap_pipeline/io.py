@@ -7,7 +7,8 @@ pixels (format, EXIF, ICC profile, JPEG quantisation, alpha) travels next to the
 Reading (:func:`read_image`):
 
 * EXIF orientation is applied (pixels come back upright) and the orientation tag of the kept EXIF
-  block is reset to 1, so outputs written with it are not rotated a second time by viewers.
+  block is reset to 1, so outputs written with it are not rotated a second time by viewers. The
+  EXIF's embedded thumbnail is dropped: on an output it would still show the original picture.
 * Every Pillow mode is converted to RGB: greyscale (``1``, ``L``, ``I;16``, ``I``, ``F``), palette
   (``P``, with transparency becoming alpha), ``LA``/``PA``/``RGBA`` (alpha split off), ``CMYK``,
   ``YCbCr``, ``LAB``, ``HSV``. 16-bit samples are scaled to 8 bits with rounding
@@ -36,8 +37,9 @@ format    EXIF  ICC   alpha  quality
 JPEG      yes   yes   no     the source's quantisation tables and chroma subsampling
                              when ``like`` is a JPEG, else ``like.quality`` or
                              :data:`DEFAULT_JPEG_QUALITY`; ``quality=`` overrides
-PNG       yes   yes   yes    lossless
-WEBP      yes   yes   yes    ``quality=`` or :data:`DEFAULT_WEBP_QUALITY` (lossy)
+PNG       yes   yes   yes    lossless (zlib level 3)
+WEBP      yes   yes   yes    lossless if ``like`` is a lossless WebP, else ``quality=``
+                             or :data:`DEFAULT_WEBP_QUALITY`
 TIFF      no    yes   yes    lossless (the source's LZW/Deflate/PackBits/raw
                              compression, else LZW)
 BMP/GIF   no    no    no     lossless / 256-colour palette
@@ -47,7 +49,6 @@ BMP/GIF   no    no    no     lossless / 256-colour palette
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import secrets
@@ -72,8 +73,9 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".tif",
     ".tiff",
     ".bmp",
-    ".gif",
 )
+"""GIF is readable (first frame) but not walked by default: rewriting an animated GIF as one
+palette frame would silently lose its animation. Pass ``extensions`` to include ``.gif``."""
 
 #: Output suffix -> Pillow format name used by :func:`write_image`.
 SUFFIX_TO_FORMAT: dict[str, str] = {
@@ -144,8 +146,8 @@ class LoadedImage:
         format: Pillow's name of the decoded format: ``"JPEG"``, ``"PNG"``, ``"WEBP"``,
             ``"TIFF"``, ``"BMP"``, ``"GIF"``... (camera ``"MPO"`` files are reported as
             ``"JPEG"``). It comes from the file's content, not its suffix.
-        exif: raw EXIF block (starting with ``b"Exif\\0\\0"``) with the orientation tag reset to
-            1, or None.
+        exif: the file's EXIF block prepared for derived images (see :func:`exif_for_output`):
+            starts with ``b"Exif\\0\\0"``, orientation tag 1, embedded thumbnail removed; or None.
         icc_profile: ICC profile bytes if the file had one that describes RGB data (a CMYK or
             greyscale profile does not fit the converted pixels and is dropped), or None.
         quality: JPEG quality (1-100) estimated from the luminance quantisation table, or None
@@ -157,6 +159,7 @@ class LoadedImage:
         qtables: JPEG quantisation tables (Pillow's ``quantization``), or None.
         subsampling: JPEG chroma subsampling (0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0), or None.
         tiff_compression: the TIFF compression name, or None.
+        webp_lossless: for WebP files, whether the image is lossless (VP8L), else None.
         n_frames: number of frames/pages in the file (only the first is read).
     """
 
@@ -173,6 +176,7 @@ class LoadedImage:
     qtables: dict[int, list[int]] | None = field(default=None, repr=False)
     subsampling: int | None = None
     tiff_compression: str | None = None
+    webp_lossless: bool | None = None
     n_frames: int = 1
 
     @property
@@ -307,6 +311,56 @@ def reset_exif_orientation(exif: bytes) -> bytes:
     return exif
 
 
+def _unlink_next_ifds(exif: bytes) -> bytes:
+    """Binary fallback: end the IFD chain after IFD0 (unlinks IFD1, the thumbnail)."""
+    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
+    body = bytearray(exif[len(head) :])
+    try:
+        order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
+        (ifd,) = struct.unpack_from(order + "I", body, 4)
+        (n,) = struct.unpack_from(order + "H", body, ifd)
+        struct.pack_into(order + "I", body, ifd + 2 + 12 * n, 0)
+    except (KeyError, struct.error):
+        return exif
+    return head + bytes(body)
+
+
+def exif_for_output(exif: bytes | None) -> bytes | None:
+    """Prepare a file's EXIF block for images derived from it.
+
+    The orientation tag is set to 1 (the pixels are upright once read) and the embedded thumbnail
+    (IFD1) is dropped: it would still show the *original* picture, e.g. the unswapped face. The
+    block is rebuilt by Pillow, keeping IFD0, the Exif sub-IFD (camera settings, dates) and GPS;
+    if Pillow cannot rebuild it, the orientation is patched in place and IFD1 unlinked instead.
+
+    Args:
+        exif: raw EXIF block, with or without the ``b"Exif\\0\\0"`` header, or None.
+
+    Returns:
+        The block with the ``b"Exif\\0\\0"`` header, or None if there was none.
+    """
+    exif = _normalise_exif(exif)
+    if exif is None:
+        return None
+    try:
+        from PIL import ExifTags, Image
+
+        ex = Image.Exif()
+        ex.load(exif)
+        if _ORIENTATION_TAG in ex:
+            ex[_ORIENTATION_TAG] = 1
+        for tag in (ExifTags.IFD.Exif, ExifTags.IFD.GPSInfo):
+            if tag in ex:
+                ex.get_ifd(tag)  # loaded so that tobytes() writes it
+        out = ex.tobytes()
+        check = Image.Exif()
+        check.load(out)  # must parse back
+        return out if len(out) > len(_EXIF_HEADER) + 8 else None
+    except Exception:  # noqa: BLE001 - odd EXIF: fall back to byte patching
+        logger.debug("EXIF block could not be rebuilt; patched in place")
+        return _unlink_next_ifds(reset_exif_orientation(exif))
+
+
 def estimate_jpeg_quality(qtables: dict[int, Any] | None) -> int | None:
     """Estimate the IJG quality (1-100) a JPEG was saved with from its quantisation tables.
 
@@ -335,6 +389,28 @@ def estimate_jpeg_quality(qtables: dict[int, Any] | None) -> int | None:
     return best_q
 
 
+def _webp_is_lossless(path: Path) -> bool | None:
+    """Whether a WebP file holds a lossless (``VP8L``) image, from its RIFF chunks; None if unknown."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+                return None
+            for _ in range(64):
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return None
+                fourcc, size = hdr[:4], struct.unpack("<I", hdr[4:])[0]
+                if fourcc == b"VP8L":
+                    return True
+                if fourcc in (b"VP8 ", b"ANMF"):
+                    return False
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+    return None
+
+
 def _rgb_icc(icc: bytes | None) -> bytes | None:
     """Keep an ICC profile only if its data colour space (header bytes 16-20) is RGB."""
     if icc and len(icc) >= 20 and icc[16:20] == b"RGB ":
@@ -346,11 +422,11 @@ def _rgb_icc(icc: bytes | None) -> bytes | None:
 # reading
 
 
-def _pil_to_arrays(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
+def _convert_block(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
     """Convert a loaded Pillow image of any mode to ``(rgb (H,W,3) uint8, alpha (H,W) | None)``."""
     mode = im.mode
-    if mode in ("RGB",):
-        return np.asarray(im, dtype=np.uint8).copy(), None
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8), None
     if mode == "L":
         return np.repeat(np.asarray(im, dtype=np.uint8)[:, :, None], 3, axis=2), None
     if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
@@ -363,26 +439,84 @@ def _pil_to_arrays(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
         rgb, _ = to_uint8_rgb(np.clip(np.asarray(im, dtype=np.float32), 0.0, 1.0))
         return rgb, None
     if mode == "P":
-        im = im.convert("RGBA") if im.has_transparency_data else im.convert("RGB")
-        return _pil_to_arrays(im)
+        return _convert_block(im.convert("RGBA") if im.has_transparency_data else im.convert("RGB"))
     if mode in ("LA", "La", "PA", "RGBA", "RGBa"):
         rgba = np.asarray(im.convert("RGBA"), dtype=np.uint8)
-        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3])
+        return rgba[:, :, :3], rgba[:, :, 3]
     if mode == "1":
-        return _pil_to_arrays(im.convert("L"))
+        return _convert_block(im.convert("L"))
     # CMYK, YCbCr, LAB, HSV, RGBX, ...: Pillow's conversion
-    return np.asarray(im.convert("RGB"), dtype=np.uint8).copy(), None
+    return np.asarray(im.convert("RGB"), dtype=np.uint8), None
 
 
-_TRANSPOSE_FOR_ORIENTATION = {
-    2: "FLIP_LEFT_RIGHT",
-    3: "ROTATE_180",
-    4: "FLIP_TOP_BOTTOM",
-    5: "TRANSPOSE",
-    6: "ROTATE_270",
-    7: "TRANSVERSE",
-    8: "ROTATE_90",
-}
+_STRIP_PIXELS = 4_000_000
+
+
+def _pil_to_arrays(im: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """Convert a loaded Pillow image to writable ``(rgb (H,W,3) uint8, alpha (H,W) uint8 | None)``.
+
+    Big images are converted in horizontal strips straight into the output arrays, so the peak
+    memory is the decoded Pillow image plus the output, not several full-size copies.
+    """
+    w, h = im.size
+    if w * h <= _STRIP_PIXELS:
+        rgb, alpha = _convert_block(im)
+        return np.array(rgb, dtype=np.uint8, order="C"), (None if alpha is None else np.array(alpha, order="C"))
+    rows = max(1, _STRIP_PIXELS // max(1, w))
+    rgb = np.empty((h, w, 3), np.uint8)
+    alpha: np.ndarray | None = None
+    for y in range(0, h, rows):
+        y1 = min(h, y + rows)
+        strip_rgb, strip_alpha = _convert_block(im.crop((0, y, w, y1)))
+        rgb[y:y1] = strip_rgb
+        if strip_alpha is not None:
+            if alpha is None:
+                alpha = np.full((h, w), 255, np.uint8)
+            alpha[y:y1] = strip_alpha
+    return rgb, alpha
+
+
+def _exif_orientation(im: Any) -> int:
+    """The EXIF orientation (1-8) Pillow sees on an image; 1 when absent, invalid or unreadable."""
+    try:
+        value = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the read
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to an (H, W[, 3]) uint8 array: what a viewer would show.
+
+    Returns a new C-contiguous array. Rotations are copied in 512 x 512 tiles with each RGB pixel
+    viewed as one 3-byte element, which is about 5x faster than a plain strided copy on big photos.
+    """
+    pix = np.ascontiguousarray(a)
+    if pix.ndim == 3:
+        pix = pix.view(np.dtype("V3")).reshape(pix.shape[:2])
+    if orientation == 2:
+        v = pix[:, ::-1]
+    elif orientation == 3:
+        v = pix[::-1, ::-1]
+    elif orientation == 4:
+        v = pix[::-1]
+    elif orientation == 5:
+        v = pix.T
+    elif orientation == 6:
+        v = pix.T[:, ::-1]  # 90 degrees clockwise
+    elif orientation == 7:
+        v = pix.T[::-1, ::-1]
+    elif orientation == 8:
+        v = pix.T[::-1]  # 90 degrees counter-clockwise
+    else:
+        v = pix
+    out = np.empty(v.shape, v.dtype)
+    h, w = v.shape
+    tile = 512
+    for y in range(0, h, tile):
+        for x in range(0, w, tile):
+            out[y : y + tile, x : x + tile] = v[y : y + tile, x : x + tile]
+    return out.view(np.uint8).reshape(h, w, 3) if a.ndim == 3 else out
 
 
 def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -421,6 +555,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageReadError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
+            orientation_in_file = _exif_orientation(im)  # before load: Pillow applies (and drops) a TIFF one
             im.load()  # decode now, inside the try: truncated data raises here
             fmt = "JPEG" if im.format == "MPO" else (im.format or "UNKNOWN")
             mode = im.mode
@@ -433,18 +568,10 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
 
                 sub = JpegImagePlugin.get_sampling(im)
                 subsampling = sub if sub in (0, 1, 2) else None
-            try:
-                orientation = int(im.getexif().get(_ORIENTATION_TAG, 1) or 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block must not fail the read
-                orientation = 1
-            method = _TRANSPOSE_FOR_ORIENTATION.get(orientation)
-            if method is not None:
-                transposed = im.transpose(getattr(Image.Transpose, method))
-                rgb, alpha = _pil_to_arrays(transposed)
-                del transposed
-            else:
-                orientation = 1
-                rgb, alpha = _pil_to_arrays(im)
+            to_apply = _exif_orientation(im)  # still to apply ourselves (JPEG, PNG, WebP...)
+            orientation = to_apply if to_apply != 1 else orientation_in_file
+            rgb, alpha = _pil_to_arrays(im)
+            im.close()  # frees the decoded Pillow image now (leaving the `with` only closes the file)
     except ImageReadError:
         raise
     except Image.DecompressionBombError as exc:
@@ -455,10 +582,12 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         raise ImageReadError(path, "out of memory while decoding") from exc
     except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad file
         raise ImageReadError(path, f"{type(exc).__name__}: {exc}") from exc
+    # the Pillow image is closed (its memory freed) before the rotation copy is made
+    if to_apply != 1:
+        rgb = _orient(rgb, to_apply)
+        alpha = None if alpha is None else _orient(alpha, to_apply)
 
-    exif = _normalise_exif(info.get("exif"))
-    if exif is not None and orientation != 1:
-        exif = reset_exif_orientation(exif)
+    exif = exif_for_output(info.get("exif"))
     dpi = info.get("dpi")
     try:
         dpi = (float(dpi[0]), float(dpi[1])) if dpi else None
@@ -479,6 +608,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         qtables={int(k): list(v) for k, v in qtables.items()} if qtables else None,
         subsampling=subsampling,
         tiff_compression=str(compression) if compression else None,
+        webp_lossless=_webp_is_lossless(path) if fmt == "WEBP" else None,
         n_frames=n_frames,
     )
 
@@ -559,16 +689,21 @@ def _same_file(a: Path, b: Path) -> bool:
 def _resize_alpha(alpha: np.ndarray, size_hw: tuple[int, int]) -> np.ndarray:
     from PIL import Image
 
-    im = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8)).resize((size_hw[1], size_hw[0]), Image.Resampling.BILINEAR)
+    im = Image.fromarray(np.ascontiguousarray(alpha, dtype=np.uint8)).resize(
+        (size_hw[1], size_hw[0]), Image.Resampling.BILINEAR
+    )
     return np.asarray(im, dtype=np.uint8)
 
 
-def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_alpha: bool) -> dict[str, Any]:
+def _save_params(fmt: str, like: LoadedImage | None, quality: int | None) -> dict[str, Any]:
     """Pillow ``save()`` keyword arguments for a format, carrying ``like``'s metadata."""
     params: dict[str, Any] = {}
     if like is not None:
         if like.exif and fmt in _EXIF_FORMATS:
-            params["exif"] = like.exif
+            if fmt == "JPEG" and len(like.exif) > 65533:
+                logger.warning("EXIF of %s is %d bytes, too long for a JPEG: not copied", like.path, len(like.exif))
+            else:
+                params["exif"] = like.exif
         if like.icc_profile and fmt in _ICC_FORMATS:
             params["icc_profile"] = like.icc_profile
         if like.dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
@@ -584,10 +719,13 @@ def _save_params(fmt: str, like: LoadedImage | None, quality: int | None, has_al
             if like is not None and like.format == "JPEG" and like.subsampling is not None:
                 params["subsampling"] = like.subsampling
     elif fmt == "WEBP":
-        params["quality"] = int(quality) if quality is not None else DEFAULT_WEBP_QUALITY
+        if quality is None and like is not None and like.format == "WEBP" and like.webp_lossless:
+            params["lossless"] = True
+        else:
+            params["quality"] = int(quality) if quality is not None else DEFAULT_WEBP_QUALITY
         params["method"] = 4
     elif fmt == "PNG":
-        params["compress_level"] = 6
+        params["compress_level"] = 3  # ~2.5x faster than zlib level 6, ~8% bigger on photos
     elif fmt == "TIFF":
         comp = like.tiff_compression if like is not None else None
         params["compression"] = comp if comp in _LOSSLESS_TIFF else "tiff_lzw"
@@ -652,20 +790,9 @@ def write_image(
         im = Image.fromarray(np.dstack([rgb8, alpha]))
     else:
         im = Image.fromarray(rgb8)
-    params = _save_params(fmt, like, quality, keep_alpha)
+    params = _save_params(fmt, like, quality)
     with atomic_open(path) as f:
         im.save(f, format=fmt, **params)
-
-
-def encode_image(rgb: np.ndarray, fmt: str, **params: Any) -> bytes:
-    """Encode pixels to bytes in memory (tests, previews). Shape: (H, W, 3) uint8 RGB."""
-    from PIL import Image
-
-    rgb8, alpha = to_uint8_rgb(rgb)
-    im = Image.fromarray(rgb8 if alpha is None else np.dstack([rgb8, alpha]))
-    buf = io.BytesIO()
-    im.save(buf, format=fmt, **params)
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------
@@ -729,7 +856,11 @@ def iter_images(
     else:
         excluded = {Path(e).resolve() for e in exclude}
     found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+
+    def unreadable(exc: OSError) -> None:
+        logger.warning("cannot list folder %s: %s (its images are not included)", exc.filename, exc.strerror or exc)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable, followlinks=False):
         here = Path(dirpath)
         keep = []
         for d in sorted(dirnames):

@@ -41,9 +41,10 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
     Image.fromarray(img).save(root / "a.jpg", quality=88, exif=exif(6))
     Image.fromarray(np.dstack([img, img[..., 0]])).save(root / "sub" / "rgba.PNG")
     Image.fromarray(img[..., 1]).save(root / "sub" / "deeper" / "grey.png")
-    Image.fromarray((img[..., 2].astype(np.uint16) * 257)).save(root / "sub" / "g16.png")
+    Image.fromarray(img[..., 2].astype(np.uint16) * 257).save(root / "sub" / "g16.png")
     Image.fromarray(img).convert("CMYK").save(root / "cmyk.jpeg")
-    Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "pal.gif")
+    Image.fromarray(img).convert("P", palette=Image.Palette.ADAPTIVE).save(root / "pal.png")
+    Image.fromarray(img).save(root / "anim.gif")  # GIF is not walked by default
     Image.fromarray(img).save(root / "b.webp")
     (root / "empty.jpg").write_bytes(b"")
     full = (root / "a.jpg").read_bytes()
@@ -58,7 +59,7 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
         "b.webp": "ok",
         "cmyk.jpeg": "ok",
         "empty.jpg": "error",
-        "pal.gif": "ok",
+        "pal.png": "ok",
         "sub/deeper/grey.png": "ok",
         "sub/g16.png": "ok",
         "sub/rgba.PNG": "ok",
@@ -68,18 +69,25 @@ def make_tree(root: Path, img: np.ndarray) -> dict[str, str]:
 
 
 def hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*") if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in root.rglob("*")
+        if p.is_file()
+    }
 
 
 def statuses(report: FolderReport) -> dict[str, str]:
     return {it.input: it.status for it in report.items}
 
 
-def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro):
+@pytest.mark.parametrize("background_writes", [True, False])
+def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro, background_writes):
     src, out, rep = tmp_path / "in", tmp_path / "out", tmp_path / "report.json"
     expected = make_tree(src, astro)
     before = hashes(src)
-    report = run_folder(src, out, invert, batch_size=3, report_path=rep, progress=False)
+    report = run_folder(
+        src, out, invert, batch_size=3, report_path=rep, progress=False, background_writes=background_writes
+    )
 
     assert statuses(report) == expected
     assert report.n_ok == 7 and report.n_failed == 3 and report.n_skipped == 0
@@ -116,7 +124,7 @@ def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro):
     np.testing.assert_array_equal(rgba.alpha, astro[..., 0])
     np.testing.assert_array_equal(rgba.rgb, 255 - astro)
     assert read_image(out / "b.webp").format == "WEBP"
-    assert read_image(out / "pal.gif").format == "GIF"
+    assert read_image(out / "pal.png").format == "PNG"
 
 
 def test_resume_skips_done_files_and_overwrite_redoes_them(tmp_path, astro):
@@ -183,16 +191,19 @@ def test_one_bad_image_in_a_batch_does_not_fail_its_neighbours(tmp_path, astro):
     assert report.exit_code == 1
 
 
-def test_per_item_exceptions_and_bad_results(tmp_path, astro):
+@pytest.mark.parametrize("background_writes", [True, False])
+def test_per_item_exceptions_and_bad_results(tmp_path, astro, background_writes):
     src = tmp_path / "in"
     src.mkdir()
     for i in range(4):
         Image.fromarray(astro).save(src / f"{i}.png")
 
     def mixed(items):
-        return [ValueError("no face"), ItemResult(None, {}), "oops", ItemResult(np.zeros((4, 4, 7), np.uint8))][: len(items)]
+        return [ValueError("no face"), ItemResult(None, {}), "oops", ItemResult(np.zeros((4, 4, 7), np.uint8))][
+            : len(items)
+        ]
 
-    report = run_folder(src, tmp_path / "out", mixed, batch_size=4, progress=False)
+    report = run_folder(src, tmp_path / "out", mixed, batch_size=4, progress=False, background_writes=background_writes)
     st = [(it.input, it.status, it.error) for it in report.items]
     assert st[0] == ("0.png", "error", "ValueError: no face")
     assert st[1] == ("1.png", "ok", None)
@@ -215,11 +226,15 @@ def test_unchanged_output_copies_the_input_bytes(tmp_path, astro):
     src = tmp_path / "in"
     src.mkdir()
     Image.fromarray(astro).save(src / "a.jpg", quality=70, exif=exif(8))
-    report = run_folder(src, tmp_path / "out", lambda items: [ItemResult(None, {"faces": []}) for _ in items], progress=False)
+    report = run_folder(
+        src, tmp_path / "out", lambda items: [ItemResult(None, {"faces": []}) for _ in items], progress=False
+    )
     assert report.n_ok == 1
     assert (tmp_path / "out" / "a.jpg").read_bytes() == (src / "a.jpg").read_bytes()
     # to another format: re-encoded, upright
-    report = run_folder(src, tmp_path / "png", lambda items: [ItemResult() for _ in items], output_suffix=".png", progress=False)
+    report = run_folder(
+        src, tmp_path / "png", lambda items: [ItemResult() for _ in items], output_suffix=".png", progress=False
+    )
     assert report.items[0].output == "a.png"
     np.testing.assert_array_equal(read_image(tmp_path / "png" / "a.png").rgb, read_image(src / "a.jpg").rgb)
 
@@ -367,3 +382,78 @@ def test_to_jsonable():
     assert to_jsonable({"x": np.arange(3), "f": float("inf"), "t": (1, np.float32(0.5)), "p": Path("a/b"), "o": WithDict()}) == {
         "x": [0, 1, 2], "f": None, "t": [1, 0.5], "p": "a/b", "o": {"a": 3},
     }  # fmt: skip
+
+
+def test_read_ahead_respects_the_pixel_budget(tmp_path, astro):
+    from faceswap_pipeline.folder import _ReadAhead
+
+    for i in range(8):
+        Image.fromarray(astro).save(tmp_path / f"{i}.png")  # 65,536 pixels each
+    jobs = [(i, tmp_path / f"{i}.png", None) for i in range(8)]
+    reader = _ReadAhead(jobs, num_readers=2, max_pixels=None, pixel_budget=150_000, max_queued=10)
+    try:
+        got = []
+        while (item := reader.next()) is not None:
+            got.append(item)
+        # reads stop once decoded, unreleased images hold the budget (plus what was already reading)
+        assert 3 <= len(got) <= 4 and not reader.exhausted
+        reader.release(65_536 * len(got))
+        while (item := reader.next()) is not None:
+            got.append(item)
+            reader.release(65_536)
+        assert [g[0] for g in got] == list(range(8)) and reader.exhausted
+        assert all(isinstance(g[2], LoadedImage) for g in got)
+    finally:
+        reader.close()
+
+
+def test_unusual_file_names_and_foreign_report(tmp_path, astro):
+    src = tmp_path / "in"
+    src.mkdir()
+    names = ["фото ü.jpg", "with space.png", os.fsdecode(b"bad\xffname.png")]
+    for n in names:
+        Image.fromarray(astro).save(src / n, format="JPEG" if n.endswith(".jpg") else "PNG")
+    rep = tmp_path / "r.json"
+    report = run_folder(src, tmp_path / "out", invert, report_path=rep, progress=False)
+    assert report.n_ok == 3
+    data = json.loads(rep.read_text(encoding="ascii"))  # ASCII JSON, undecodable bytes escaped
+    assert sorted(e["input"] for e in data["items"]) == sorted(names)
+    # a report written for another input folder is not used to skip anything
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.fromarray(astro).save(other / "with space.png")
+    seen = []
+    run_folder(
+        other,
+        None,
+        lambda items: seen.extend(items) or [ItemResult() for _ in items],
+        write_outputs=False,
+        report_path=rep,
+        progress=False,
+    )
+    assert len(seen) == 1
+
+
+def test_webp_lossless_kept(tmp_path, astro):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(astro).save(src / "l.webp", lossless=True)
+    Image.fromarray(astro).save(src / "q.webp", quality=80)
+    run_folder(src, tmp_path / "out", invert, progress=False)
+    assert read_image(src / "l.webp").webp_lossless is True and read_image(src / "q.webp").webp_lossless is False
+    np.testing.assert_array_equal(read_image(tmp_path / "out" / "l.webp").rgb, 255 - astro)
+    assert read_image(tmp_path / "out" / "q.webp").webp_lossless is False
+
+
+def test_progress_bar_path(tmp_path, astro, monkeypatch, capsys):
+    import faceswap_pipeline.folder as folder
+
+    monkeypatch.setattr(folder, "_should_show_progress", lambda progress: progress)
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(astro[:64, :64]).save(src / f"{i}.png")
+    (src / "bad.png").write_bytes(b"")
+    report = run_folder(src, tmp_path / "out", invert, progress=True)
+    assert report.n_ok == 3 and report.n_failed == 1
+    assert "4/4" in capsys.readouterr().err

@@ -70,7 +70,9 @@ def png16(path: Path, arr: np.ndarray) -> None:
         return struct.pack(">I", len(data)) + t + data + struct.pack(">I", zlib.crc32(t + data))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 16, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    )
 
 
 # ---------------------------------------------------------------------------------- reading
@@ -151,14 +153,15 @@ def test_bilevel_and_la_modes(tmp_path, astro):
 
 
 def test_rgba_png_alpha_read_and_kept_on_output(tmp_path, astro):
-    alpha = np.tile(np.linspace(0, 255, 512).astype(np.uint8), (512, 1))
+    astro = astro[::2, ::2]  # 256 x 256
+    alpha = np.tile(np.linspace(0, 255, 256).astype(np.uint8), (256, 1))
     Image.fromarray(np.dstack([astro, alpha])).save(tmp_path / "a.png")
     img = read_image(tmp_path / "a.png")
     np.testing.assert_array_equal(img.rgb, astro)
     np.testing.assert_array_equal(img.alpha, alpha)
     write_image(tmp_path / "out.png", 255 - img.rgb, like=img)
     back = np.asarray(Image.open(tmp_path / "out.png"))
-    assert back.shape == (512, 512, 4)
+    assert back.shape == (256, 256, 4)
     np.testing.assert_array_equal(back[..., 3], alpha)
     np.testing.assert_array_equal(back[..., :3], 255 - astro)
     # WebP and TIFF keep it too; JPEG drops it without complaint.
@@ -170,7 +173,7 @@ def test_rgba_png_alpha_read_and_kept_on_output(tmp_path, astro):
     # an upscaled output gets the alpha resized to its size
     big = np.repeat(np.repeat(img.rgb, 2, axis=0), 2, axis=1)
     write_image(tmp_path / "big.png", big, like=img)
-    assert read_image(tmp_path / "big.png").alpha.shape == (1024, 1024)
+    assert read_image(tmp_path / "big.png").alpha.shape == (512, 512)
 
 
 def test_16bit_greyscale_rounded_to_8bit(tmp_path):
@@ -202,7 +205,7 @@ def test_cmyk_jpeg(tmp_path, astro):
 
 
 def test_palette_gif_and_png(tmp_path, astro):
-    pal = Image.fromarray(astro).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+    pal = Image.fromarray(astro[::2, ::2]).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
     pal.save(tmp_path / "p.gif")
     pal.save(tmp_path / "p.png")
     expected = np.asarray(pal.convert("RGB"))
@@ -479,12 +482,12 @@ def test_iter_images_anchored_filter_hidden_and_exclude(tmp_path):
         (tmp_path / f).write_bytes(b"x")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_images(tmp_path, exclude=tmp_path / "out")]
     assert found == [
-        "a.jpg", "b.JPG", "c.Jpeg", "d.png", "e.webp", "f.tif", "g.tiff", "h.bmp", "i.gif", "sub/deep/j.png",
-        "sub/k.JPEG",
+        "a.jpg", "b.JPG", "c.Jpeg", "d.png", "e.webp", "f.tif", "g.tiff", "h.bmp", "sub/deep/j.png", "sub/k.JPEG",
     ]  # fmt: skip
-    assert [p.name for p in iter_images(tmp_path, recursive=False)] == found[:9]
+    assert [p.name for p in iter_images(tmp_path, recursive=False)] == found[:8]
     assert [p.name for p in iter_images(tmp_path, extensions=["PNG"], exclude=[tmp_path / "sub"])] == ["d.png"]
     assert "m.jpg" in [p.name for p in iter_images(tmp_path)]
+    assert "i.gif" in [p.name for p in iter_images(tmp_path, extensions=IMAGE_EXTENSIONS + (".gif",))]
     assert iter_images(tmp_path / "a.jpg.txt") == [tmp_path / "a.jpg.txt"]  # an explicit file is taken
     with pytest.raises(FileNotFoundError):
         iter_images(tmp_path / "missing")
@@ -493,7 +496,7 @@ def test_iter_images_anchored_filter_hidden_and_exclude(tmp_path):
 def test_has_image_suffix():
     assert has_image_suffix("a.JPG") and has_image_suffix(Path("x/y.tiff"))
     assert not has_image_suffix("a.jpg.txt") and not has_image_suffix("jpg") and not has_image_suffix(".jpg")
-    assert set(IMAGE_EXTENSIONS) >= {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
+    assert set(IMAGE_EXTENSIONS) == {".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"}
 
 
 def test_loaded_image_summary(tmp_path, small):
@@ -503,3 +506,80 @@ def test_loaded_image_summary(tmp_path, small):
     assert img.summary() == {
         "width": 120, "height": 80, "format": "JPEG", "mode": "RGB", "alpha": False, "quality": 80, "orientation": 1,
     }  # fmt: skip
+
+
+def test_tiff_orientation_tag_applied(tmp_path, small):
+    Image.fromarray(small).save(tmp_path / "o.tif", tiffinfo={274: 8})
+    img = read_image(tmp_path / "o.tif")
+    assert img.format == "TIFF" and img.orientation == 8
+    np.testing.assert_array_equal(img.rgb, np.rot90(small, k=1))
+    write_image(tmp_path / "out.tif", img.rgb, like=img)
+    back = read_image(tmp_path / "out.tif")
+    assert back.orientation == 1  # written upright, no tag to rotate it again
+    np.testing.assert_array_equal(back.rgb, img.rgb)
+
+
+def exif_with_thumbnail(thumb: bytes) -> bytes:
+    """EXIF with IFD0 (Make, Orientation 6), Exif IFD (DateTimeOriginal), GPS and an IFD1 thumbnail."""
+    from PIL import ExifTags
+
+    ex = Image.Exif()
+    ex[0x010F] = "TestCam"
+    ex[0x0112] = 6
+    ex.get_ifd(ExifTags.IFD.Exif)[0x9003] = "2020:01:02 03:04:05"
+    ex.get_ifd(ExifTags.IFD.GPSInfo)[1] = "N"
+    block = ex.tobytes()
+    body = bytearray(block[6:])
+    e = "<" if body[:2] == b"II" else ">"
+    (ifd0,) = struct.unpack_from(e + "I", body, 4)
+    (n,) = struct.unpack_from(e + "H", body, ifd0)
+    ifd1 = len(body)
+    struct.pack_into(e + "I", body, ifd0 + 2 + 12 * n, ifd1)  # IFD0 -> IFD1
+    thumb_at = ifd1 + 2 + 2 * 12 + 4
+    body += struct.pack(e + "H", 2)
+    body += struct.pack(e + "HHII", 0x0201, 4, 1, thumb_at) + struct.pack(e + "HHII", 0x0202, 4, 1, len(thumb))
+    body += struct.pack(e + "I", 0) + thumb
+    return b"Exif\x00\x00" + bytes(body)
+
+
+def test_exif_thumbnail_of_the_original_is_not_carried(tmp_path, small):
+    from PIL import ExifTags
+
+    Image.fromarray(small[:16, :16]).save(tmp_path / "t.jpg", quality=50)
+    thumb = (tmp_path / "t.jpg").read_bytes()
+    block = exif_with_thumbnail(thumb)
+    src = Image.Exif()
+    src.load(block)
+    assert src.get_ifd(ExifTags.IFD.IFD1)  # the source really has a thumbnail
+    Image.fromarray(small).save(tmp_path / "in.jpg", exif=block)
+    img = read_image(tmp_path / "in.jpg")
+    assert img.orientation == 6
+    ex = Image.Exif()
+    ex.load(img.exif)
+    assert ex[0x0112] == 1 and ex[0x010F] == "TestCam"
+    assert ex.get_ifd(ExifTags.IFD.Exif)[0x9003] == "2020:01:02 03:04:05"
+    assert ex.get_ifd(ExifTags.IFD.GPSInfo)[1] == "N"
+    assert not ex.get_ifd(ExifTags.IFD.IFD1)
+    assert thumb not in img.exif
+    write_image(tmp_path / "out.jpg", 255 - img.rgb, like=img)
+    assert thumb not in (tmp_path / "out.jpg").read_bytes()
+
+
+def test_exif_for_output_fallback_and_none():
+    from faceswap_pipeline.io import exif_for_output
+
+    assert exif_for_output(None) is None and exif_for_output(b"") is None
+    assert exif_for_output(b"Exif\x00\x00garbage but long enough") == b"Exif\x00\x00garbage but long enough"
+
+
+def test_too_long_exif_is_not_copied_to_jpeg(tmp_path, small):
+    ex = Image.Exif()
+    ex[0x010F] = "TestCam"
+    ex[0x010E] = "x" * 70000  # ImageDescription: 70 kB
+    Image.fromarray(small).save(tmp_path / "big_exif.png", exif=ex.tobytes())
+    img = read_image(tmp_path / "big_exif.png")
+    assert len(img.exif) > 65533
+    write_image(tmp_path / "out.jpg", img.rgb, like=img)  # no crash: EXIF dropped
+    assert read_image(tmp_path / "out.jpg").exif is None
+    write_image(tmp_path / "out.png", img.rgb, like=img)  # PNG has no such limit
+    assert len(read_image(tmp_path / "out.png").exif) > 65533
