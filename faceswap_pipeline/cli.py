@@ -135,7 +135,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
     report = run_folder(a.input_dir, None, process, batch_size=a.batch_size, overwrite=a.overwrite,
                         report_path=a.output, write_outputs=False, progress=not a.no_progress)
     if a.report and Path(a.report) != a.output:
-        Path(a.report).write_text(json.dumps(report.to_dict(), indent=1))
+        report.save(a.report)
     return _finish(report, "detect")
 
 

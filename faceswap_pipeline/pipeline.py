@@ -105,7 +105,9 @@ class Pipeline:
                 out.append(PipelineError(rec.error))
                 continue
             info = {"faces": [f.to_dict() for f in rec.faces], "n_faces": len(rec.faces), "stage_s": _round(rec.timings)}
-            out.append(ItemResult(image=rec.result if rec.result is not None else rec.image, info=info))
+            changed = rec.result is not None and any(f.output is not None for f in rec.faces)
+            # image=None: nothing was swapped, the runner copies the input file losslessly
+            out.append(ItemResult(image=rec.result if changed else None, info=info))
         return out
 
     def run_folder(

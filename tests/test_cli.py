@@ -40,6 +40,8 @@ def test_run_processes_folder_reports_every_file_and_resumes(photo_dir, tmp_path
     assert items["broken.jpg"]["status"] == "error" and items["empty.png"]["status"] == "error"
     assert items["astronaut.jpg"]["status"] == "ok" and items["astronaut.jpg"]["info"]["n_faces"] >= 1
     assert items["noface.png"]["info"]["n_faces"] == 0
+    # nothing to swap: the output is a byte-identical copy, not a re-encode
+    assert (out / "sub" / "noface.png").read_bytes() == (photo_dir / "sub" / "noface.png").read_bytes()
     assert (out / "astronaut.jpg").is_file() and (out / "sub" / "canvas.png").is_file()
     swapped = iio.imread(out / "sub" / "canvas.png")
     assert swapped.shape == (240, 320, 3)
