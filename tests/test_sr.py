@@ -232,6 +232,7 @@ def test_image_upscaler_resize_and_model() -> None:
     img = (np.random.default_rng(0).random((30, 41, 3)) * 255).astype(np.uint8)
     out = ImageUpscaler("resize")(img)
     assert out.shape == (120, 164, 3) and out.dtype == np.uint8
+    assert ImageUpscaler.resize(scale=2)(img).shape == (60, 82, 3)
     out2 = ImageUpscaler(_tiny(2), tile=16, overlap=6)(img)
     assert out2.shape == (60, 82, 3)
     assert ImageUpscaler(_tiny(4))(img[:, :, 0]).shape == (120, 164, 3)

@@ -115,7 +115,7 @@ class SRUpscaler(ModelStage):
         batch_size: int = 4,
         min_face: int = 128,
         x2_name: str | None = "srresnet.x2",
-    ) -> "SRUpscaler":
+    ) -> SRUpscaler:
         """Load shipped weights (sha256-verified); ``name="resize"`` needs none.
 
         ``x2_name`` is loaded too when the manifest has it (otherwise x4 serves every large face).
@@ -197,6 +197,11 @@ class ImageUpscaler:
                 raise ValueError(f"the model upscales x{self.scale}, not x{scale}")
 
     @classmethod
+    def resize(cls, scale: int = 4) -> ImageUpscaler:
+        """The weight-free upscaler: antialiased bicubic by ``scale`` (same as ``ImageUpscaler("resize", scale=scale)``)."""
+        return cls(RESIZE, "cpu", scale=scale)
+
+    @classmethod
     def from_pretrained(
         cls,
         name: str = "srresnet.x4",
@@ -204,7 +209,7 @@ class ImageUpscaler:
         weights_dir: str | os.PathLike[str] | None = None,
         tile: int = 128,
         overlap: int = 24,
-    ) -> "ImageUpscaler":
+    ) -> ImageUpscaler:
         """Load shipped weights (sha256-verified); ``name="resize"`` gives the bicubic x4 upscaler."""
         if name == RESIZE:
             return cls(RESIZE, device, tile, overlap)
