@@ -278,6 +278,19 @@ def test_trainer_smoke_and_exact_resume(tmp_path: Path) -> None:
     b2 = train(SRConfig(out=str(tmp_path / "b"), resume=True, **common))
     assert b1["losses"] + b2["losses"] == a["losses"]  # bit-identical continuation
 
+    # Perceptual term in the attribute network's feature space (a tiny random one stands in here).
+    from faceswap_pipeline.archs.attributes import AttributeNet
+    from faceswap_pipeline.weights import register_weights, save_weights
+
+    adir = tmp_path / "attr"
+    torch.manual_seed(0)
+    sha = save_weights(AttributeNet(width=4), adir / "a.safetensors", arch="attribute_cnn", kwargs={"width": 4}, storage="fp32")
+    register_weights("attributes.v1", {"file": "a.safetensors", "sha256": sha, "arch": "attribute_cnn", "kwargs": {"width": 4}}, adir)
+    common_p = {**common, "steps": 3, "val_faces": 0}
+    pl = train(SRConfig(out=str(tmp_path / "p"), perceptual_weight=0.1, perceptual_weights_dir=str(adir), **common_p))
+    l1 = train(SRConfig(out=str(tmp_path / "q"), **common_p))
+    assert all(math.isfinite(v) for v in pl["losses"]) and pl["losses"][0] > l1["losses"][0]
+
     # CLI: argparse generated from the config, export + manifest registration.
     cfg = parse_config(["--faces", str(faces), "--steps", "3", "--no-tensorboard", "--bf16"])
     assert cfg.bf16 and cfg.steps == 3 and not cfg.tensorboard
