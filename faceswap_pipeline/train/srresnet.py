@@ -437,17 +437,28 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
 # ------------------------------------------------------------------------------------------ CLI
 
 
+def _field_help() -> dict[str, str]:
+    """The inline ``# comment`` of each :class:`SRConfig` field, used as its ``--help`` text."""
+    import inspect
+    import re
+
+    pat = re.compile(r"^\s+(\w+): [^=]+=[^#]*#\s*(.+)$")
+    lines = inspect.getsource(SRConfig).splitlines()
+    return {m.group(1): m.group(2).strip().replace("%", "%%") for line in lines if (m := pat.match(line))}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """argparse parser generated from :class:`SRConfig` (``--flag-name`` per field)."""
+    helps = _field_help()
     p = argparse.ArgumentParser(prog="faceswap-pipeline train srresnet", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     for f in fields(SRConfig):
         flag = "--" + f.name.replace("_", "-")
         if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name, " "))
         else:
             typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(flag, type=typ, default=f.default)
+            p.add_argument(flag, type=typ, default=f.default, help=helps.get(f.name, " "))
     return p
 
 
