@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     p.add_argument("--batch", type=int, default=4, help="faces per forward pass in the speed test")
     p.add_argument("--runs", type=int, default=7)
-    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast inference")
+    p.add_argument("--bf16", action="store_true", help="also time bf16 autocast inference and score the faces with it")
     p.add_argument("--json", default=None, help="write the results here")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -159,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         bf16_model.scale = scale  # type: ignore[attr-defined]
         res["speed_bf16"] = speed(bf16_model, device, a.batch, a.runs)  # type: ignore[arg-type]
         log.info("speed bf16: %s", res["speed_bf16"])
+        if a.faces:  # does bf16 inference cost quality? same faces, bf16 autocast
+            res["faces_bf16"] = quality(bf16_model, [read_rgb(f) for f in files], scale, device)  # type: ignore[arg-type]
+            log.info("faces bf16: %s", res["faces_bf16"])
     text = json.dumps(res, indent=2)
     print(text)
     if a.json:
