@@ -215,6 +215,14 @@ def test_stage_per_face_scale() -> None:
     assert [f.output.shape[-1] for f in recs2[0].faces] == [128, 256, 512]
     assert [f.actions for f in recs2[0].faces] == [[], ["upscale:x2"], ["upscale:x4"]]
 
+    recs4 = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(600)])]
+    ref = recs4[0].faces[0].output.clone()
+    SRUpscaler(_tiny(4), bf16=True)(recs4)
+    with torch.inference_mode():
+        full = _tiny(4)(ref[None]).clamp(0, 1)[0]
+    assert recs4[0].faces[0].output.shape == (3, 512, 512)
+    assert float((recs4[0].faces[0].output - full).abs().mean()) < 0.01  # bf16 autocast ~ fp32
+
     recs3 = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(100), _face(600)])]
     SRUpscaler("resize")(recs3)
     assert [f.output.shape[-1] for f in recs3[0].faces] == [128, 128]
