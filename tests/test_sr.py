@@ -1,0 +1,325 @@
+"""Tests of the super-resolution stage: SRResNet arch, tiling, PSNR/SSIM-Y, the upscale stage, the trainer."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from faceswap_pipeline.archs.srresnet import SRResNet
+from faceswap_pipeline.ops.metrics import psnr_y, rgb_to_y, ssim_y
+from faceswap_pipeline.ops.tiling import _starts, upscale_tiled
+from faceswap_pipeline.stages.upscale import ImageUpscaler, SRUpscaler, choose_scale
+from faceswap_pipeline.types import CropTransform, Detection, FaceRecord, ImageRecord
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _tiny(scale: int = 4, variant: str = "srresnet", seed: int = 0) -> SRResNet:
+    torch.manual_seed(seed)
+    m = SRResNet(scale=scale, n_blocks=2, nf=8, variant=variant).eval()
+    if variant == "srresnet":  # non-trivial BatchNorm statistics, so eval mode differs from identity
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.1, 0.1)
+                mod.running_var.uniform_(0.5, 1.5)
+    return m
+
+
+def _smooth_image(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """(1, 3, h, w) float32 in [0, 1]: smooth random structure plus a little texture."""
+    g = torch.Generator().manual_seed(seed)
+    base = F.interpolate(torch.rand(1, 3, h // 8 + 2, w // 8 + 2, generator=g), size=(h, w), mode="bicubic", align_corners=False)
+    return (base + 0.05 * torch.rand(1, 3, h, w, generator=g)).clamp(0, 1)
+
+
+# ------------------------------------------------------------------------------------- arch
+
+
+@pytest.mark.parametrize("variant", ["srresnet", "edsr"])
+@pytest.mark.parametrize("scale", [2, 4])
+def test_arch_geometry(variant: str, scale: int) -> None:
+    m = _tiny(scale, variant)
+    y = m(torch.rand(2, 3, 12, 20))
+    assert y.shape == (2, 3, 12 * scale, 20 * scale)
+    assert y.dtype == torch.float32
+
+
+def test_seed_config_size() -> None:
+    m = SRResNet()  # 16 blocks, 64 filters, x4: the seed's network
+    n = sum(p.numel() for p in m.parameters())
+    assert 1.4e6 < n < 1.7e6
+    assert sum(isinstance(x, torch.nn.PixelShuffle) for x in m.modules()) == 2
+    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == 2 * 16 + 1
+    edsr = SRResNet(variant="edsr")
+    assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in edsr.modules())
+    assert edsr.body[0].res_scale == pytest.approx(0.1)
+    with pytest.raises(ValueError):
+        SRResNet(variant="vgg")
+    with pytest.raises(ValueError):
+        SRResNet(scale=3)
+
+
+def test_registered() -> None:
+    import faceswap_pipeline.archs  # noqa: F401
+    from faceswap_pipeline.registry import ARCHS
+
+    assert ARCHS.get("srresnet") is SRResNet
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def test_metrics_identical() -> None:
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.isinf(psnr_y(x, x)).all()
+    assert torch.allclose(ssim_y(x, x), torch.ones(2, dtype=torch.float64))
+
+
+def test_psnr_known_mse() -> None:
+    # A constant grey offset d changes Y by d * (65.481 + 128.553 + 24.966) / 255 exactly.
+    hr = torch.full((1, 3, 20, 20), 0.5, dtype=torch.float64)
+    d = 0.01
+    sr = hr + d
+    dy = d * (65.481 + 128.553 + 24.966) / 255.0
+    assert float(psnr_y(sr, hr, border=4)[0]) == pytest.approx(-10 * math.log10(dy**2), abs=1e-6)
+
+
+def test_border_crop_and_y() -> None:
+    hr = torch.rand(1, 3, 24, 24)
+    sr = hr.clone()
+    sr[..., :4, :] = 0  # damage confined to the 4-pixel border
+    assert torch.isinf(psnr_y(sr, hr, border=4)).all()
+    assert torch.isfinite(psnr_y(sr, hr, border=3)).all()
+    y = rgb_to_y(torch.stack([torch.zeros(3, 1, 1), torch.ones(3, 1, 1)]))
+    assert y.flatten().tolist() == pytest.approx([16 / 255, 235 / 255])
+
+
+def test_ssim_orders_quality() -> None:
+    hr = _smooth_image(48, 48)
+    g = torch.Generator().manual_seed(1)
+    mild = (hr + 0.02 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    strong = (hr + 0.2 * torch.randn(hr.shape, generator=g)).clamp(0, 1)
+    s_mild, s_strong = float(ssim_y(mild, hr)[0]), float(ssim_y(strong, hr)[0])
+    assert 1.0 > s_mild > s_strong
+    assert float(psnr_y(mild, hr)[0]) > float(psnr_y(strong, hr)[0])
+
+
+# ------------------------------------------------------------------------------------ tiling
+
+
+def test_tile_starts_cover() -> None:
+    for length, tile, ov in [(248, 128, 16), (300, 64, 16), (129, 128, 16), (64, 64, 8), (1000, 96, 24)]:
+        s = _starts(length, tile, ov)
+        assert s[0] == 0 and s[-1] + min(tile, length) == length
+        assert all(b - a <= tile - ov for a, b in zip(s, s[1:]))  # neighbours share >= overlap
+
+
+@pytest.mark.parametrize("variant", ["srresnet", "edsr"])
+def test_tiled_equals_untiled_tiny_model(variant: str) -> None:
+    m = _tiny(4, variant)
+    x = _smooth_image(70, 90, seed=3)
+    with torch.inference_mode():
+        full = m(x)
+        tiled = upscale_tiled(m, x, 4, tile=64, overlap=36)
+    assert tiled.shape == full.shape == (1, 3, 280, 360)
+    # Tiny model: LR receptive radius 4 (9x9 head) + 5 (3x3 convs) + ~2 (upsampling, 9x9 tail) = ~11 px,
+    # and the third of each >= 36 px band next to a tile's edge (>= 12 px) is discarded: exact where used.
+    assert (tiled - full).abs().max() < 1 / 255
+
+
+def test_tiling_blend_is_exact_for_pointwise_fn() -> None:
+    up = lambda t: F.interpolate(t, scale_factor=2, mode="nearest")  # noqa: E731
+    x = torch.rand(1, 3, 53, 77)
+    assert torch.allclose(upscale_tiled(up, x, 2, tile=16, overlap=5), up(x), atol=1e-6)
+    with pytest.raises(ValueError):
+        upscale_tiled(up, x, 2, tile=16, overlap=16)
+
+
+def test_tiling_has_no_seams_with_bad_tiles() -> None:
+    """A tile function with a per-tile offset (a worst case) still gives no hard edge: the feather hides it."""
+    calls = []
+
+    def biased(t: torch.Tensor) -> torch.Tensor:
+        calls.append(1)
+        return F.interpolate(t, scale_factor=2, mode="nearest") + 0.05 * (len(calls) % 2)
+
+    x = torch.full((1, 3, 64, 64), 0.5)
+    y = upscale_tiled(biased, x, 2, tile=40, overlap=24)  # 3 tiles, alternating +0.05 offsets
+    step = y.diff(dim=-1).abs().max()
+    assert step < 0.05 / 8  # each 0.05 jump is spread over a band's feathered middle third
+
+
+def _shipped() -> bool:
+    from faceswap_pipeline.weights import read_manifest
+
+    return "srresnet.x4" in read_manifest(REPO / "weights")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not _shipped(), reason="srresnet.x4 weights not shipped")
+def test_tiled_equals_untiled_shipped_weights() -> None:
+    from skimage.data import astronaut
+
+    up = ImageUpscaler.from_pretrained("srresnet.x4", weights_dir=REPO / "weights", tile=48, overlap=24)
+    img = astronaut()[200:280, 150:250]  # 80 x 100 LR -> 320 x 400, 3 x 4 tiles (default overlap)
+    x = torch.from_numpy(img.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.inference_mode():
+        full = up.model(x).clamp(0, 1)
+    tiled = up.upscale_tensor(x)
+    diff = (tiled - full).abs()[0].amax(0)
+    # Each tile's output within a third of the overlap (8 LR px) of its inner edges is discarded,
+    # so every kept pixel is away from tile edges: equal within 1/255 everywhere.
+    assert float(diff.max()) < 1 / 255
+    # No seams: the tiled image is no rougher across the tile bands than the untiled one.
+    assert float((tiled.diff(dim=-1).abs() - full.diff(dim=-1).abs()).max()) < 2 / 255
+    y8 = up(img)
+    assert y8.shape == (320, 400, 3) and y8.dtype == np.uint8
+
+
+# ------------------------------------------------------------------------------------- stage
+
+
+def test_choose_scale() -> None:
+    assert choose_scale(90) == 1
+    assert choose_scale(128) == 1
+    assert choose_scale(129) == 4
+    assert choose_scale(256) == 4
+    assert choose_scale(256, have_x2=True) == 2
+    assert choose_scale(257, have_x2=True) == 4
+    assert choose_scale(900) == 4
+
+
+def _face(paste: int) -> FaceRecord:
+    tf = CropTransform(box=(0, 0, paste, paste), size=128, content_size=(128, 128), offset=(0, 0))
+    return FaceRecord(detection=Detection((0, 0, paste, paste), 1.0), transform=tf, output=torch.rand(3, 128, 128))
+
+
+def test_stage_per_face_scale() -> None:
+    recs = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(100), _face(300)]),
+            ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(200)])]
+    small_before = recs[0].faces[0].output.clone()
+    stage = SRUpscaler(_tiny(4), batch_size=1)
+    stage(recs)
+    assert torch.equal(recs[0].faces[0].output, small_before) and recs[0].faces[0].actions == []
+    assert recs[0].faces[1].output.shape == (3, 512, 512) and recs[0].faces[1].actions == ["upscale:x4"]
+    assert recs[1].faces[0].output.shape == (3, 512, 512)  # no x2 model: x4 for 200 px too
+    assert 0.0 <= float(recs[0].faces[1].output.min()) and float(recs[0].faces[1].output.max()) <= 1.0
+
+    recs2 = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(100), _face(200), _face(600)])]
+    SRUpscaler(_tiny(4), model_x2=_tiny(2))(recs2)
+    assert [f.output.shape[-1] for f in recs2[0].faces] == [128, 256, 512]
+    assert [f.actions for f in recs2[0].faces] == [[], ["upscale:x2"], ["upscale:x4"]]
+
+    recs4 = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(600)])]
+    ref = recs4[0].faces[0].output.clone()
+    SRUpscaler(_tiny(4), bf16=True)(recs4)
+    with torch.inference_mode():
+        full = _tiny(4)(ref[None]).clamp(0, 1)[0]
+    assert recs4[0].faces[0].output.shape == (3, 512, 512)
+    assert float((recs4[0].faces[0].output - full).abs().mean()) < 0.01  # bf16 autocast ~ fp32
+
+    recs3 = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(100), _face(600)])]
+    SRUpscaler("resize")(recs3)
+    assert [f.output.shape[-1] for f in recs3[0].faces] == [128, 128]
+    assert recs3[0].faces[1].actions == ["upscale:resize"]
+
+
+def test_content_of_after_upscale() -> None:
+    from faceswap_pipeline.ops.geometry import content_of, letterbox_transform
+
+    tf = letterbox_transform((0, 0, 300, 200), 128)
+    f = FaceRecord(detection=Detection((0, 0, 300, 200), 1.0), transform=tf, output=torch.rand(3, 128, 128))
+    SRUpscaler(_tiny(4))([ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[f])])
+    c = content_of(f.output, tf)
+    assert c.shape == (3, 4 * tf.content_size[1], 4 * tf.content_size[0])
+
+
+def test_image_upscaler_resize_and_model() -> None:
+    img = (np.random.default_rng(0).random((30, 41, 3)) * 255).astype(np.uint8)
+    out = ImageUpscaler("resize")(img)
+    assert out.shape == (120, 164, 3) and out.dtype == np.uint8
+    assert ImageUpscaler.resize(scale=2)(img).shape == (60, 82, 3)
+    out2 = ImageUpscaler(_tiny(2), tile=16, overlap=6)(img)
+    assert out2.shape == (60, 82, 3)
+    assert ImageUpscaler(_tiny(4))(img[:, :, 0]).shape == (120, 164, 3)
+    with pytest.raises(ValueError):
+        ImageUpscaler("lanczos")
+    with pytest.raises(ValueError):
+        ImageUpscaler("resize")(img.astype(np.float32))
+
+
+# ----------------------------------------------------------------------------------- trainer
+
+
+def _write_fake_data(root: Path) -> tuple[Path, Path]:
+    from PIL import Image
+
+    faces, scenes = root / "faces", root / "scenes"
+    faces.mkdir()
+    scenes.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        img = (_smooth_image(40, 40, seed=i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        Image.fromarray(img).save(faces / f"{20 + i}_{i % 2}_{i % 5}_2017011{i:02d}.jpg.chip.jpg", quality=95)
+    for i in range(6):
+        img = (rng.random((48, 56, 3)) * 255).astype(np.uint8)
+        Image.fromarray(img).save(scenes / f"scene_{i}.png")
+    return faces, scenes
+
+
+def test_trainer_smoke_and_exact_resume(tmp_path: Path) -> None:
+    from faceswap_pipeline.train.srresnet import SRConfig, main, parse_config, split_scenes, train
+
+    faces, scenes = _write_fake_data(tmp_path)
+    tr, held = split_scenes(scenes, 5)
+    assert [p.name for p in held] == ["scene_0.png", "scene_5.png"] and len(tr) == 4
+    common = dict(faces=str(faces), scenes=str(scenes), n_blocks=1, nf=8, patch=16, batch_size=2, steps=20,
+                  warmup=2, val_faces=2, val_every=10, ckpt_every=5, log_every=5, tensorboard=False, threads=1)
+    a = train(SRConfig(out=str(tmp_path / "a"), **common))
+    assert len(a["losses"]) == 20 and all(math.isfinite(v) for v in a["losses"])
+    assert "val" in a and math.isfinite(a["val"]["psnr_y"])
+
+    b1 = train(SRConfig(out=str(tmp_path / "b"), stop_at=8, **common))
+    assert b1["stop_reason"] == "stop_at" and len(b1["losses"]) == 8
+    b2 = train(SRConfig(out=str(tmp_path / "b"), resume=True, **common))
+    assert b1["losses"] + b2["losses"] == a["losses"]  # bit-identical continuation
+
+    # Perceptual term in the attribute network's feature space (a tiny random one stands in here).
+    from faceswap_pipeline.archs.attributes import AttributeNet
+    from faceswap_pipeline.weights import register_weights, save_weights
+
+    adir = tmp_path / "attr"
+    torch.manual_seed(0)
+    sha = save_weights(AttributeNet(width=4), adir / "a.safetensors", arch="attribute_cnn", kwargs={"width": 4}, storage="fp32")
+    register_weights("attributes.v1", {"file": "a.safetensors", "sha256": sha, "arch": "attribute_cnn", "kwargs": {"width": 4}}, adir)
+    common_p = {**common, "steps": 3, "val_faces": 0}
+    pl = train(SRConfig(out=str(tmp_path / "p"), perceptual_weight=0.1, perceptual_weights_dir=str(adir), **common_p))
+    l1 = train(SRConfig(out=str(tmp_path / "q"), **common_p))
+    assert all(math.isfinite(v) for v in pl["losses"]) and pl["losses"][0] > l1["losses"][0]
+
+    # CLI: argparse generated from the config, export + manifest registration.
+    cfg = parse_config(["--faces", str(faces), "--steps", "3", "--no-tensorboard", "--bf16"])
+    assert cfg.bf16 and cfg.steps == 3 and not cfg.tensorboard
+    wdir = tmp_path / "w"
+    rc = main(["--faces", str(faces), "--scenes", str(scenes), "--out", str(tmp_path / "c"), "--n-blocks", "1", "--nf", "8",
+               "--patch", "16", "--batch-size", "2", "--steps", "3", "--val-faces", "1", "--no-tensorboard",
+               "--export", str(wdir / "sr.safetensors"), "--export-name", "srresnet.test", "--weights-dir", str(wdir)])
+    assert rc == 0
+    from faceswap_pipeline.weights import load_model
+
+    m = load_model("srresnet.test", folder=wdir)
+    assert isinstance(m, SRResNet) and m(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
+
+
+def test_example_help() -> None:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "examples" / "train_srresnet.py"), "--help"], capture_output=True,
+                       text=True, timeout=60, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 0 and "--faces" in r.stdout
