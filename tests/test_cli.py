@@ -76,3 +76,11 @@ def test_demo_writes_before_after(tmp_path, tiny_weights):
     ba = iio.imread(tmp_path / "astronaut_before_after.png")
     assert ba.shape == (512, 1024, 3)
     assert np.any(ba[:, :512] != ba[:, 512:])
+
+
+def test_upscale_command_x4(tmp_path, astronaut):
+    src = tmp_path / "small"
+    src.mkdir()
+    iio.imwrite(src / "a.png", astronaut[100:164, 150:230])
+    assert main(["upscale", str(src), str(tmp_path / "big"), "--scale", "4", "--device", "cpu", "--no-progress"]) == 0
+    assert iio.imread(tmp_path / "big" / "a.png").shape == (256, 320, 3)

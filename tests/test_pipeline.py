@@ -110,3 +110,26 @@ def test_unknown_choices_are_clear_errors(tiny_weights):
         fp.load_pipeline("cat2dog", weights_dir=tiny_weights)
     with pytest.raises(ValueError, match="unknown detector"):
         fp.load_detector("haar")
+
+
+def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights, tmp_path):
+    import shutil
+
+    from faceswap_pipeline.weights import model_entry, register_weights, weights_dir
+
+    # the tiny generators plus the shipped SR model in one folder
+    folder = tmp_path / "w"
+    shutil.copytree(tiny_weights, folder)
+    entry = model_entry("srresnet.x4")
+    shutil.copy(weights_dir() / entry["file"], folder / entry["file"])
+    register_weights("srresnet.x4", entry, folder)
+
+    big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # face ~180 px: pasted above 128 px -> SR x4
+    pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
+    assert [s.name for s in pipe.stages] == ["detect", "crop", "translate", "upscale", "blend"]
+    recs = pipe.process([ImageRecord(image=big), ImageRecord(image=astronaut[::2, ::2].copy())])
+    (f_big,) = [f for f in recs[0].faces if f.detection.score > 1]
+    assert f_big.actions == ["translate:male2female", "upscale:x4", "blend"]
+    assert tuple(f_big.output.shape) == (3, 512, 512)
+    small = recs[1].faces[0]  # ~45 px face: no SR work
+    assert "upscale:x4" not in small.actions and tuple(small.output.shape) == (3, 128, 128)
