@@ -57,8 +57,9 @@ def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
     """Greedy non-maximum suppression: keep the highest score, drop boxes overlapping it, repeat.
 
-    Exactly the classic greedy algorithm (a suppressed box never suppresses another). The IoU matrix
-    is computed once; the loop runs once per *kept* box with whole-vector operations.
+    Exactly the classic greedy algorithm (a suppressed box never suppresses another), vectorised:
+    up to ``_MATRIX_MAX`` boxes the IoU matrix is computed once and the greedy solution found by a
+    few matrix-vector iterations; above it, one whole-vector step per *kept* box (O(N) memory).
 
     Args:
         boxes: ``(N, 4)`` xyxy.
@@ -74,18 +75,28 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
     order = torch.argsort(scores, descending=True, stable=True)
     b = boxes[order]
+    if n <= _MATRIX_MAX:
+        # over[j, i]: higher-scored j would suppress i. Greedy NMS is the unique solution of
+        # keep[i] = not any(keep[j] and over[j, i] for j < i); Jacobi iteration from all-True reaches
+        # it in (longest suppression chain) steps, each one matrix-vector product.
+        over = torch.triu(box_iou(b, b) > iou_threshold, diagonal=1).to(b.dtype)
+        keep_mask = torch.ones(n, dtype=torch.bool, device=boxes.device)
+        for _ in range(n + 1):
+            new = (keep_mask.to(b.dtype) @ over) == 0
+            if torch.equal(new, keep_mask):
+                break
+            keep_mask = new
+        return order[torch.nonzero(keep_mask).squeeze(1)]
+    # large N: one IoU row per kept box (O(N) memory)
     alive = torch.ones(n, dtype=torch.bool, device=boxes.device)
     keep = []
-    # the full IoU matrix for moderate N; one row per kept box (O(N) memory) for large N
-    over = box_iou(b, b) > iou_threshold if n <= _MATRIX_MAX else None
     while True:
         # argmax of a bool->uint8 vector is the first alive index (highest remaining score)
         i = int(torch.argmax(alive.to(torch.uint8)))
         if not bool(alive[i]):
             break
         keep.append(i)
-        row = over[i] if over is not None else box_iou(b[i : i + 1], b)[0] > iou_threshold
-        alive &= ~row
+        alive &= ~(box_iou(b[i : i + 1], b)[0] > iou_threshold)
         alive[i] = False
     return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 

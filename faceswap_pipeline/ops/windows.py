@@ -154,9 +154,27 @@ def resize_level(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images, size=shape, mode="bilinear", align_corners=False, antialias=True)
 
 
+def level_from_octaves(octaves: list[torch.Tensor], shape: tuple[int, int], full_hw: tuple[int, int]) -> torch.Tensor:
+    """Resize to ``shape`` the way :func:`crop_windows` samples: from the finest octave that is at
+    most 2x larger, by plain bilinear interpolation (cheaper than an anti-aliased resize, and the
+    same sampling the training crops had).
+
+    Args:
+        octaves: :func:`octave_pyramid` of a ``(B, C, H, W)`` batch whose images are ``full_hw``.
+        shape: target ``(h, w)``.
+        full_hw: ``(H, W)`` of the images at level 0 (crop of the padded batch).
+    """
+    f = max(full_hw[0] / shape[0], full_hw[1] / shape[1])
+    L = int(min(len(octaves) - 1, max(0, math.floor(math.log2(max(f, 1.0))))))
+    src = octaves[L][..., : full_hw[0] >> L, : full_hw[1] >> L]
+    if tuple(src.shape[-2:]) == tuple(shape):
+        return src
+    return F.interpolate(src, size=shape, mode="bilinear", align_corners=False)
+
+
 def n_octaves_for(max_box: float, size: int) -> int:
     """Number of octave levels needed so a ``max_box`` window is sampled at <= 2x ``size``."""
     return max(1, int(math.floor(math.log2(max(max_box, size) / size))) + 1)
 
 
-__all__ = ["crop_windows", "level_shape", "map_windows", "n_octaves_for", "octave_pyramid", "pyramid_scales", "resize_level"]
+__all__ = ["crop_windows", "level_from_octaves", "level_shape", "map_windows", "n_octaves_for", "octave_pyramid", "pyramid_scales", "resize_level"]

@@ -382,11 +382,12 @@ def train_net(
         loss.backward()
         opt.step()
         acc = float((logits.argmax(1) == y).float().mean())
-        loss_ema = float(loss) if loss_ema is None else 0.98 * loss_ema + 0.02 * float(loss)
+        lv = loss.item()
+        loss_ema = lv if loss_ema is None else 0.98 * loss_ema + 0.02 * lv
         acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc
         done = step + 1
         if writer is not None and step % 50 == 0:
-            writer.add_scalar(f"{name}/loss", float(loss), step)
+            writer.add_scalar(f"{name}/loss", lv, step)
             writer.add_scalar(f"{name}/acc", acc, step)
         if step % 200 == 0:
             log.info("%s step %d/%d loss %.4f acc %.3f lr %.2e (%.0f s)", name, step, steps, loss_ema, acc_ema, lr, time.time() - t0)
@@ -531,6 +532,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
 
     nets = build_nets(cfg)
     report: dict[str, Any] = {"members": {}}
+    prev = json.loads((out / "report.json").read_text()).get("members", {}) if (out / "report.json").is_file() else {}
     thresholds = [0.5, 0.5, 0.5]
 
     def ckpt(m: str) -> Path:
@@ -561,26 +563,26 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     log.info("12: %s", report["members"])
 
     det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")})
-    mined = mine(det, bgs, 1, (24,), cfg.max_mined, cfg.seed + 20)
+    mined = mine(det, bgs, 1, (24,), cfg.max_mined, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
     # ---- level 24
     neg24 = torch.cat([mined[24], S["nf_neg24"], S["face_neg24"]])
     info = fit("24net", {"pos": S["face_pos24"], "neg": neg24}, cfg.seed + 12)
     pdev = face_prob(nets["24net"], S["dev_pos24"])
     thresholds[1] = threshold_for_recall(pdev, cfg.recall[1])
-    report["members"]["24net"] = {**info, "threshold": thresholds[1], "mined_negatives": int(mined[24].shape[0])}
+    report["members"]["24net"] = {**info, "threshold": thresholds[1], "mined_negatives": int(mined[24].shape[0]) or prev.get("24net", {}).get("mined_negatives", 0)}
     del mined
     info = fit("24cal", cal_data(24), cfg.seed + 13)
     report["members"]["24cal"] = {**info, "dev_acc": round(cal_accuracy(nets["24cal"], S["dev_cal24"], S["dev_cal_label"]), 4)}
     log.info("24: %s", report["members"])
 
     det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")})
-    mined = mine(det, bgs, 2, (48,), cfg.max_mined, cfg.seed + 21)
+    mined = mine(det, bgs, 2, (48,), cfg.max_mined, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
     # ---- level 48
     neg48 = torch.cat([mined[48], S["nf_neg48"], S["face_neg48"]])
     info = fit("48net", {"pos": S["face_pos48"], "neg": neg48}, cfg.seed + 14)
     pdev = face_prob(nets["48net"], S["dev_pos48"])
     thresholds[2] = threshold_for_recall(pdev, cfg.recall[2])
-    report["members"]["48net"] = {**info, "threshold": thresholds[2], "mined_negatives": int(mined[48].shape[0])}
+    report["members"]["48net"] = {**info, "threshold": thresholds[2], "mined_negatives": int(mined[48].shape[0]) or prev.get("48net", {}).get("mined_negatives", 0)}
     del mined
     info = fit("48cal", cal_data(48), cfg.seed + 15)
     report["members"]["48cal"] = {**info, "dev_acc": round(cal_accuracy(nets["48cal"], S["dev_cal48"], S["dev_cal_label"]), 4)}
