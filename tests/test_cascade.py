@@ -305,3 +305,18 @@ def test_training_smoke_on_synthetic_data(tmp_path):
     det = CascadeDetector.from_pretrained(weights_dir=str(wdir), min_face=40)
     assert isinstance(det.detect(_synthetic_face(rng)), list)
     assert math.isfinite(det.thresholds[0])
+
+
+def test_batched_nms_equals_per_group_nms():
+    g = torch.Generator().manual_seed(3)
+    xy = torch.rand(300, 2, generator=g) * 100
+    b = torch.cat([xy, xy + 8 + torch.rand(300, 2, generator=g) * 20], 1)
+    s = torch.rand(300, generator=g)
+    grp = torch.randint(0, 5, (300,), generator=g)
+    got = batched_nms(b, s, grp, 0.45)
+    want = []
+    for k in range(5):
+        ii = torch.nonzero(grp == k).squeeze(1)
+        want += ii[nms(b[ii], s[ii], 0.45)].tolist()
+    assert sorted(got.tolist()) == sorted(want)
+    assert torch.all(s[got][:-1] >= s[got][1:])  # highest score first
