@@ -110,12 +110,14 @@ def scan12(
     factor: float,
     threshold: float,
     max_face: float | None = None,
-    peaks: bool = True,
+    peaks: int = 5,
 ) -> tuple[Candidates, torch.Tensor]:
     """Run the 12-net fully convolutionally over the pyramid of every image.
 
     Images of equal size are scanned together (one conv per level for the whole group). With
-    ``peaks``, only cells that are local maxima of the probability map (3 x 3) are kept.
+    ``peaks`` > 1, only cells that are local maxima of the probability map over a ``peaks`` x
+    ``peaks`` neighbourhood are kept (grid NMS within a level: windows 1 cell = 2 level pixels
+    apart overlap by IoU 0.71, 2 cells apart by 0.5).
 
     Returns:
         ``(candidates, level)``: windows with face probability > ``threshold`` and their pyramid
@@ -138,10 +140,8 @@ def scan12(
             if prob.dim() == 1:  # a 1 x 1 map comes back flattened
                 prob = prob[:, None, None]
             keep = prob > threshold
-            if peaks:
-                # grid NMS: keep local maxima over the 3x3 neighbourhood of cells (windows 2 px apart
-                # at this level overlap by IoU >= 0.71), a cheap stand-in for NMS within a level
-                keep &= prob >= F.max_pool2d(prob[:, None], 3, 1, 1)[:, 0]
+            if peaks > 1:
+                keep &= prob >= F.max_pool2d(prob[:, None], peaks, 1, peaks // 2)[:, 0]
             pos = torch.nonzero(keep)
             if pos.shape[0] == 0:
                 continue
@@ -225,6 +225,8 @@ class CascadeDetector:
         sliding_threshold: 48-net probability threshold for ``mode="sliding"``.
         weights_dir: weights folder for lazy loading (None: the default search order).
         fuse: fold BatchNorm and input normalisation into the convolutions (same outputs, faster).
+        peaks: grid-NMS neighbourhood of the 12-net scan (keep cells that are the maximum of their
+            ``peaks`` x ``peaks`` neighbourhood within a level; 1 disables it).
 
     ``detect(image)`` takes ``(H, W, 3)`` uint8 RGB (or greyscale ``(H, W)``) and returns
     :class:`Detection` boxes ``(x0, y0, x1, y1)`` in source pixels, HOG framing, score = 48-net
@@ -251,6 +253,7 @@ class CascadeDetector:
         sliding_threshold: float = 0.5,
         weights_dir: str | None = None,
         fuse: bool = True,
+        peaks: int = 5,
     ) -> None:
         if mode not in ("cascade", "sliding"):
             raise ValueError(f"mode must be 'cascade' or 'sliding', not {mode!r}")
@@ -270,6 +273,7 @@ class CascadeDetector:
         self.sliding_threshold = float(sliding_threshold)
         self.weights_dir = weights_dir
         self.fuse = bool(fuse)
+        self.peaks = int(peaks)
         self._framing = framing
         self.meta: dict[str, Any] = {}
         self.nets: dict[str, nn.Module] | None = None
@@ -361,12 +365,8 @@ class CascadeDetector:
         if self.mode == "sliding":
             return self._sliding(nets, batch, shapes)
         t12, t24, t48 = self.thresholds
-        cand, level = scan12(nets["12net"], batch, shapes, self.min_face, self.factor, t12, self.max_face)
+        cand, _ = scan12(nets["12net"], batch, shapes, self.min_face, self.factor, t12, self.max_face, self.peaks)
         pyr = octave_pyramid(batch)
-        if len(cand):
-            # NMS within each (image, level) first: cheap, and the calibration sees far fewer windows
-            keep = batched_nms(cand.boxes, cand.scores, cand.image * 64 + level, 0.5)
-            cand = cand.take(keep)
         cand = refine(None, nets.get("12cal"), pyr, cand, 12, 0.0, self.nms[0], self.cal_floor)
         if stages >= 2:
             cand = refine(nets.get("24net"), nets.get("24cal"), pyr, cand, 24, t24, self.nms[1], self.cal_floor)
