@@ -3,6 +3,6 @@
 Importing this package registers every architecture in ``faceswap_pipeline.registry.ARCHS``.
 """
 
-from faceswap_pipeline.archs import attributes, cyclegan, srresnet  # noqa: F401
+from faceswap_pipeline.archs import attributes, cascade, cyclegan, srresnet  # noqa: F401
 
-__all__ = ["attributes", "cyclegan"]
+__all__ = ["attributes", "cascade", "cyclegan", "srresnet"]
