@@ -14,9 +14,10 @@
       "metrics": {...}
     }
 
-Weights are read with ``safetensors`` (no pickle). The folder is, in order: the ``weights_dir``
-argument, the ``FACESWAP_WEIGHTS`` environment variable, the repository's ``weights/`` (source
-checkout or editable install), or ``<prefix>/share/faceswap_pipeline/weights`` (wheel install).
+Weights are read with ``safetensors`` (no pickle). A model is looked up first in the
+``weights_dir`` argument (else the ``FACESWAP_WEIGHTS`` environment variable), then in the shipped
+weights: the repository's ``weights/`` (source checkout or editable install), or
+``<prefix>/share/faceswap_pipeline/weights`` (wheel install). See :func:`search_dirs`.
 """
 
 from __future__ import annotations
@@ -41,20 +42,36 @@ class WeightsError(RuntimeError):
     """A model's weights are missing, unknown, corrupt or do not fit its architecture."""
 
 
-def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """Resolve the weights folder (see module docstring for the search order)."""
-    if override is not None:
-        return Path(override)
-    if os.environ.get(ENV_VAR):
-        return Path(os.environ[ENV_VAR])
+def shipped_dir() -> Path:
+    """The weights that ship with the package: the repository's ``weights/`` (source checkout or
+    editable install), else ``<prefix>/share/faceswap_pipeline/weights`` (wheel install)."""
     repo = Path(__file__).resolve().parent.parent / "weights"
     if repo.is_dir():
         return repo
     return Path(sys.prefix) / "share" / "faceswap_pipeline" / "weights"
 
 
+def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
+    """The first folder searched: ``override``, else ``$FACESWAP_WEIGHTS``, else the shipped one."""
+    if override is not None:
+        return Path(override)
+    if os.environ.get(ENV_VAR):
+        return Path(os.environ[ENV_VAR])
+    return shipped_dir()
+
+
+def search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for a model, in order: :func:`weights_dir`, then the shipped weights.
+
+    So a folder of your own models (``--weights-dir`` / ``$FACESWAP_WEIGHTS``) overrides the
+    models it has, and everything else still comes from the shipped weights.
+    """
+    dirs = [weights_dir(override), shipped_dir()]
+    return [d for i, d in enumerate(dirs) if d.resolve() not in {x.resolve() for x in dirs[:i]}]
+
+
 def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """Return the ``models`` mapping of the manifest (empty if there is no manifest)."""
+    """The ``models`` mapping of one folder's manifest (empty if it has none)."""
     path = weights_dir(folder) / MANIFEST
     if not path.is_file():
         return {}
@@ -62,16 +79,27 @@ def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any
         return json.load(f).get("models", {})
 
 
+def locate(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """``(folder, manifest entry)`` of the first searched folder that has ``name``.
+
+    Raises:
+        WeightsError: no searched folder has it (the message names them and what they have).
+    """
+    seen: list[str] = []
+    for d in search_dirs(folder):
+        models = read_manifest(d)
+        if name in models:
+            return d, models[name]
+        seen.append(f"{d / MANIFEST} (has: {', '.join(sorted(models)) or 'none'})")
+    raise WeightsError(
+        f"no trained weights for {name!r} in {'; '.join(seen)}. "
+        f"Train them (see README, 'Training') or point {ENV_VAR} at a folder that has them."
+    )
+
+
 def model_entry(name: str, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The manifest entry of ``name``; raises :class:`WeightsError` naming what is available."""
-    models = read_manifest(folder)
-    if name not in models:
-        where = weights_dir(folder) / MANIFEST
-        raise WeightsError(
-            f"no trained weights for {name!r} in {where} (available: {sorted(models) or 'none'}). "
-            f"Train them (see README, 'Training') or point {ENV_VAR} at a folder that has them."
-        )
-    return models[name]
+    """The manifest entry of ``name`` (see :func:`locate`)."""
+    return locate(name, folder)[1]
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -85,8 +113,8 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 def verify(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
     """Check that ``name``'s file exists and matches the manifest's sha256; return its path."""
-    entry = model_entry(name, folder)
-    path = weights_dir(folder) / entry["file"]
+    d, entry = locate(name, folder)
+    path = d / entry["file"]
     if not path.is_file():
         raise WeightsError(f"weights file for {name!r} is missing: {path} (expected sha256 {entry['sha256']})")
     got = sha256_file(path)
@@ -163,6 +191,7 @@ def save_weights(
     try:
         meta = {"format": "faceswap_pipeline/1", "arch": arch, "kwargs": json.dumps(kwargs), "storage": storage}
         save_file(stored, tmp, metadata=meta)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; shipped weights must be readable by everyone
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -194,7 +223,7 @@ def load_state_dict(name: str, folder: str | os.PathLike[str] | None = None) -> 
         stored = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error types
         raise WeightsError(f"cannot read weights file {path} for {name!r}: {e}") from e
-    return dequantize_state_dict(stored), model_entry(name, folder)
+    return dequantize_state_dict(stored), locate(name, folder)[1]
 
 
 def load_model(name: str, folder: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> nn.Module:

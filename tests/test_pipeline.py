@@ -112,18 +112,8 @@ def test_unknown_choices_are_clear_errors(tiny_weights):
         fp.load_detector("haar")
 
 
-def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights, tmp_path):
-    import shutil
-
-    from faceswap_pipeline.weights import model_entry, register_weights, weights_dir
-
-    # the tiny generators plus the shipped SR model in one folder
-    folder = tmp_path / "w"
-    shutil.copytree(tiny_weights, folder)
-    entry = model_entry("srresnet.x4")
-    shutil.copy(weights_dir() / entry["file"], folder / entry["file"])
-    register_weights("srresnet.x4", entry, folder)
-
+def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights):
+    folder = tiny_weights  # has the tiny generators; the SR model comes from the shipped weights
     big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # face ~180 px: pasted above 128 px -> SR x4
     pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
     assert [s.name for s in pipe.stages] == ["detect", "crop", "translate", "upscale", "blend"]
@@ -133,3 +123,17 @@ def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights, tm
     assert tuple(f_big.output.shape) == (3, 512, 512)
     small = recs[1].faces[0]  # ~45 px face: no SR work
     assert "upscale:x4" not in small.actions and tuple(small.output.shape) == (3, 128, 128)
+
+
+def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weights):
+    """Same API and stage protocol as HOG; boxes in HOG's framing so the same crop applies."""
+    from faceswap_pipeline.ops.nms import box_iou as iou
+
+    det = fp.load_detector("cascade", device="cpu")
+    (best, *_) = det(astronaut)
+    assert float(iou(torch.tensor([best.box]), torch.tensor([ASTRONAUT_FACE]))[0, 0]) > 0.6
+    recs = det([ImageRecord(image=multi_face_canvas[0])])
+    assert len(recs[0].faces) == 3
+    pipe = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)
+    out, faces = pipe(multi_face_canvas[0])
+    assert len(faces) == 3 and all(f.actions[-1] == "blend" for f in faces)

@@ -60,7 +60,7 @@ def test_missing_file_and_unknown_model_are_clear_errors(tmp_path):
     (tmp_path / "g.safetensors").unlink()
     with pytest.raises(WeightsError, match="missing"):
         verify("cyclegan.test", tmp_path)
-    with pytest.raises(WeightsError, match=r"no trained weights for 'cyclegan.nope'.*available: \['cyclegan.test'\]"):
+    with pytest.raises(WeightsError, match=r"no trained weights for 'cyclegan.nope'.*has: cyclegan.test\)"):
         load_model("cyclegan.nope", tmp_path)
 
 
@@ -79,3 +79,11 @@ def test_files_have_no_pickle(tmp_path):
     n = int.from_bytes(head, "little")
     header = json.loads((tmp_path / "g.safetensors").read_bytes()[8 : 8 + n])
     assert header["__metadata__"]["arch"] == "cyclegan_resnet"
+
+
+def test_own_folder_overrides_shipped_models_and_falls_back_for_the_rest(tmp_path):
+    from faceswap_pipeline.weights import locate, shipped_dir
+
+    _save(tmp_path)
+    assert locate("cyclegan.test", tmp_path)[0] == tmp_path
+    assert locate("srresnet.x4", tmp_path)[0] == shipped_dir()

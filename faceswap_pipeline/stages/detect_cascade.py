@@ -43,7 +43,8 @@ from faceswap_pipeline.ops.windows import (
     octave_pyramid,
     pyramid_scales,
 )
-from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
+from faceswap_pipeline.stages.base import DetectorStage
+from faceswap_pipeline.types import Detection
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +203,7 @@ def apply_framing(boxes: torch.Tensor, framing: dict[str, float]) -> torch.Tenso
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
 
-class CascadeDetector:
+class CascadeDetector(DetectorStage):
     """CNN cascade face detector, a drop-in replacement for :class:`~faceswap_pipeline.stages.detect_hog.HogDetector`.
 
     Args:
@@ -395,15 +396,6 @@ class CascadeDetector:
         return refine(nets["48net"], None, pyr, cand, 48, self.sliding_threshold, 0.3, self.cal_floor)
 
     # ----- stage protocol -----------------------------------------------------------------
-    def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
-        """Stage: sets ``rec.faces`` for every record; all images of the call are detected together."""
-        if not batch:
-            return batch
-        dets = self.detect_batch([rec.image for rec in batch])
-        for rec, d in zip(batch, dets):
-            rec.faces = [FaceRecord(detection=x) for x in d]
-        return batch
-
     def __repr__(self) -> str:
         return (
             f"CascadeDetector(min_face={self.min_face}, thresholds={self.thresholds}, nms={self.nms}, "
