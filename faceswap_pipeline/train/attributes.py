@@ -69,9 +69,9 @@ class AttributesConfig:
     weights_dir: str = "weights"
     name: str = "attributes.v1"
     width: int = 32
-    in_size: int = 64
+    in_size: int = 48
     dropout: float = 0.4
-    epochs: int = 8
+    epochs: int = 4
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
