@@ -299,12 +299,12 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
         sched.step()
         step += 1
         if step % 20 == 0:
-            tb.add_scalar("train/loss", float(loss), step)
+            tb.add_scalar("train/loss", loss.item(), step)
             for k, v in parts.items():
                 tb.add_scalar(f"train/{k}", v, step)
             tb.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
         if step % 100 == 0:
-            log.info("step %d/%d loss %.4f (g %.3f r %.3f a %.3f) %.1f img/s", step, total, float(loss), parts["gender"], parts["race"], parts["age"],
+            log.info("step %d/%d loss %.4f (g %.3f r %.3f a %.3f) %.1f img/s", step, total, loss.item(), parts["gender"], parts["race"], parts["age"],
                      100 * cfg.batch_size / max(1e-6, time.time() - t_last))
             t_last = time.time()
         timed_out = (deadline is not None and time.time() > deadline) or (cfg.stop_at_step is not None and step >= cfg.stop_at_step)
