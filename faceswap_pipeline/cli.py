@@ -38,6 +38,8 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=("hog", "cascade"), default="hog", help="face detector (default: %(default)s)")
     p.add_argument("--upsample", type=int, default=None, help="HOG: times the image is doubled before scanning (default 1)")
     p.add_argument("--min-face", type=int, default=None, help="ignore faces smaller than this many pixels")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="HOG: SVM score threshold (default 0, dlib's; 0.2 drops ~5%% of real faces), cascade: final-net probability")
 
 
 def _detector_kwargs(a: argparse.Namespace) -> dict:
@@ -48,6 +50,11 @@ def _detector_kwargs(a: argparse.Namespace) -> dict:
         kw["upsample"] = a.upsample
     if a.min_face is not None:
         kw["min_size" if a.detector == "hog" else "min_face"] = a.min_face
+    if a.threshold is not None:
+        if a.detector == "hog":
+            kw["threshold"] = a.threshold
+        else:
+            raise SystemExit("--threshold for the cascade: set thresholds in the Python API (CascadeDetector(thresholds=...))")
     return kw
 
 

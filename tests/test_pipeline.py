@@ -137,3 +137,12 @@ def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weight
     pipe = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)
     out, faces = pipe(multi_face_canvas[0])
     assert len(faces) == 3 and all(f.actions[-1] == "blend" for f in faces)
+
+
+def test_auto_gender_picks_the_direction_per_face(astronaut, tiny_weights):
+    pipe = fp.load_pipeline("auto-gender", device="cpu", weights_dir=tiny_weights)  # attribute net: shipped
+    assert [s.name for s in pipe.stages] == ["detect", "crop", "classify", "direction", "translate", "blend"]
+    _, faces = pipe(astronaut)
+    face = max(faces, key=lambda f: f.detection.score)
+    assert face.attributes["p_female"] > 0.5  # Eileen Collins
+    assert face.direction == "female2male" and face.actions == ["translate:female2male", "blend"]
