@@ -210,8 +210,13 @@ def test_export_int8_roundtrip(tmp_path: Path) -> None:
         e = model_entry(f"cyclegan.{direction}", wdir)
         assert e["storage"] == "int8" and e["io"]["range"] == [-1, 1] and e["training"]["steps"] == 2
         assert e["framing"]["size"] == 32 and e["kwargs"] == {"ngf": 4, "n_blocks": 1}
-    metrics = cg.evaluate_export(tmp_path / "run" / "last.pt", wdir, _feat_net().eval(), m[:4], f[:4])
+    metrics = cg.evaluate_export(tmp_path / "run" / "last.pt", wdir, _feat_net().eval(), m[:4], f[:4],
+                                 sheet_path=tmp_path / "sheet.png", sheet_n=4)
     assert metrics["male2female"]["stored_vs_fp32_mean_abs_diff"] < 0.01
+    assert 0.0 <= metrics["female2male"]["val_target_rate"] <= 1.0
+    import imageio.v3 as iio
+
+    assert iio.imread(tmp_path / "sheet.png").shape[:2] == (2 * (32 + 2) + 2, 8 * (32 + 2) + 2)
 
 
 def _free_port() -> int:
@@ -262,3 +267,24 @@ def test_config_dataclass_roundtrip() -> None:
     assert again == cfg
     with pytest.raises(ValueError):
         cg.CycleGANConfig(amp="fp16").validate()
+
+
+def test_reads_jpeg_packs(tmp_path: Path) -> None:
+    import io
+
+    from PIL import Image
+
+    blobs, n = [], 4
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((16, 16, 3), 60 * i, np.uint8)).save(buf, format="JPEG", quality=95)
+        blobs.append(buf.getvalue())
+    offsets = np.zeros(n + 1, np.int64)
+    offsets[1:] = np.cumsum([len(b) for b in blobs])
+    meta = {"framing": {"rescale": [1.1, 1.1, 1.1, 1.3], "size": 16}}
+    np.savez(tmp_path / "utk_train.npz", jpeg=np.frombuffer(b"".join(blobs), np.uint8), offsets=offsets,
+             gender=np.array([0, 1, 1, 0], np.int8), age=np.array([30, 30, 10, 50], np.int16),
+             name=np.array(["a", "b", "c", "d"]), meta=np.frombuffer(json.dumps(meta).encode(), np.uint8))
+    images, labels, got = cg.read_pack(tmp_path / "utk_train.npz", "gender=1,age>=18")
+    assert images.shape == (1, 16, 16, 3) and abs(int(images[0].mean()) - 60) <= 2
+    assert labels["age"].tolist() == [30] and got["framing"]["size"] == 16

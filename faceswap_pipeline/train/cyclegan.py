@@ -180,40 +180,64 @@ def selection_mask(labels: dict[str, np.ndarray], select: str) -> np.ndarray:
     return mask
 
 
-def read_pack(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
-    """Read a face pack (``.npz``, no pickle) and its sidecar JSON.
+def _decode_jpegs(blob: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    out = []
+    for i in idx:
+        with Image.open(io.BytesIO(blob[offsets[i] : offsets[i + 1]].tobytes())) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out) if out else np.zeros((0, 0, 0, 3), np.uint8)
+
+
+def read_pack(
+    path: str | os.PathLike[str], select: str = "", limit: int = 0
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Read the selected faces of a face pack (``.npz``, no pickle) and its description.
+
+    Two layouts are read: the project's packs (``faceswap_pipeline.train.packs``: concatenated
+    JPEGs ``jpeg`` + ``offsets``, 1-D label arrays, UTF-8 JSON ``meta``) and plain packs with a
+    uint8 ``images`` array ``(N, H, W, 3)``. The description is the embedded ``meta`` merged over a
+    sidecar JSON (``<path>.json``, or ``<prefix>.json`` for ``<prefix>_train.npz``) when present.
 
     Returns:
-        ``(images, labels, meta)``: images ``(N, H, W, 3)`` uint8 RGB, labels a dict of 1-D arrays
-        (every other 1-D numeric array in the pack: ``gender``, ``age``, ``race`` ...), and the
-        sidecar JSON (``path`` with suffix ``.json``; ``{}`` if absent).
+        ``(images, labels, meta)``: images ``(n, H, W, 3)`` uint8 RGB of the selected faces (in
+        pack order, at most ``limit``), labels a dict of the selected rows of every 1-D numeric
+        array, and the description.
     """
     path = Path(path)
     with np.load(path, allow_pickle=False) as z:
         keys = list(z.files)
-        img_key = "images" if "images" in keys else next(k for k in keys if z[k].dtype == np.uint8 and z[k].ndim == 4)
-        images = z[img_key]
-        n = len(images)
-        labels = {k: z[k] for k in keys if k != img_key and z[k].ndim == 1 and len(z[k]) == n and z[k].dtype.kind in "iufb"}
-    if images.shape[-1] != 3 and images.shape[1] == 3:
-        images = images.transpose(0, 2, 3, 1)
-    meta: dict[str, Any] = {}
-    for side in (path.with_suffix(".json"), Path(str(path) + ".json")):
+        jpeg = "jpeg" in keys and "offsets" in keys
+        n = len(z["offsets"]) - 1 if jpeg else len(z["images"])
+        labels = {k: z[k] for k in keys if k not in ("jpeg", "offsets", "images", "meta")
+                  and z[k].ndim == 1 and len(z[k]) == n and z[k].dtype.kind in "iufb"}
+        idx = np.flatnonzero(selection_mask(labels, select)) if select else np.arange(n)
+        if limit:
+            idx = idx[:limit]
+        if jpeg:
+            images = _decode_jpegs(z["jpeg"], z["offsets"], idx)
+        else:
+            images = z["images"][idx]
+            if images.shape[-1] != 3 and images.shape[1] == 3:
+                images = images.transpose(0, 2, 3, 1)
+        meta: dict[str, Any] = json.loads(z["meta"].tobytes().decode("utf-8")) if "meta" in keys else {}
+    stem = re.sub(r"_(train|val|test)$", "", path.stem)
+    for side in (path.with_suffix(".json"), path.with_name(stem + ".json")):
         if side.is_file():
-            meta = json.loads(side.read_text(encoding="utf-8"))
+            meta = {**json.loads(side.read_text(encoding="utf-8")), **meta}
             break
-    return np.ascontiguousarray(images), labels, meta
+    return np.ascontiguousarray(images), {k: v[idx] for k, v in labels.items()}, meta
 
 
 def load_domain(path: str, select: str, limit: int = 0) -> torch.Tensor:
     """Decode a pack's selected faces once into a ``(N, 3, H, W)`` uint8 tensor (CPU)."""
-    images, labels, _ = read_pack(path)
-    idx = np.flatnonzero(selection_mask(labels, select))
-    if limit:
-        idx = idx[:limit]
-    if len(idx) == 0:
+    images = read_pack(path, select, limit)[0]
+    if len(images) == 0:
         raise ValueError(f"selection {select!r} keeps no face of {path}")
-    return torch.from_numpy(images[idx]).permute(0, 3, 1, 2).contiguous()
+    return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
 
 
 class DeviceStream:
@@ -451,6 +475,8 @@ class CycleGANTrainer:
         self.device = resolve_device(cfg.device)
         self.amp = cfg.amp == "bf16"
         self.is_main = rank == 0
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
         mf = torch.channels_last if cfg.channels_last else torch.contiguous_format
 
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
@@ -484,9 +510,9 @@ class CycleGANTrainer:
                 ids = [self.device.index] if self.device.type == "cuda" else None
                 m = nn.parallel.DistributedDataParallel(m, device_ids=ids, broadcast_buffers=False)
             if cfg.compile:
-                m = torch.compile(m)
+                m = torch.compile(m, dynamic=False)
             self.run[name] = m
-        self.d_plain = {n: (torch.compile(self.nets[n]) if cfg.compile else self.nets[n]) for n in ("D_m", "D_f")}
+        self.d_plain = {n: (torch.compile(self.nets[n], dynamic=False) if cfg.compile else self.nets[n]) for n in ("D_m", "D_f")}
 
         torch.manual_seed(cfg.seed * 1000 + 1 + rank)  # data order / augmentation / pool draws per rank
         self.stream_m = DeviceStream(data_m.to(self.device))
@@ -502,6 +528,7 @@ class CycleGANTrainer:
         self._writer = None
         self._grid_m: torch.Tensor | None = None
         self._grid_f: torch.Tensor | None = None
+        self.command = ""  # the launching command line, recorded in checkpoints and the manifest
 
     # ---- one iteration
     def _set_lr(self) -> None:
@@ -626,6 +653,7 @@ class CycleGANTrainer:
             "rng": rng,
             "history": [dict(h) for h in self.history],
             "world": self.world,
+            "command": self.command,
         }
         for n, net in self.nets.items():
             st[n] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
@@ -650,6 +678,7 @@ class CycleGANTrainer:
         self.pairs_seen = int(st["pairs_seen"])
         self.wall_time_s = float(st["wall_time_s"])
         self.history = list(st.get("history", []))
+        self.command = str(st.get("command", ""))
 
     def save(self, path: str | os.PathLike[str] | None = None) -> Path:
         path = Path(path) if path else Path(self.cfg.run_dir) / "last.pt"
@@ -867,12 +896,16 @@ def evaluate_export(
     val_f: torch.Tensor,
     identity_fn: Callable[[torch.Tensor, torch.Tensor], float] | None = None,
     n_identity: int = 200,
+    sheet_path: str | os.PathLike[str] | None = None,
+    sheet_n: int = 32,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of the shipped (stored) generators against the checkpoint's fp32 ones on validation faces.
 
     For each direction: target rate of fp32 and stored models, mean |stored - fp32| of outputs
     (in [0, 1] pixel units), max abs difference, and optionally a mean identity distance
-    (``identity_fn(real01, fake01)``) on the first ``n_identity`` faces.
+    (``identity_fn(real01, fake01)``) on the first ``n_identity`` faces. With ``sheet_path``, a
+    contact sheet of the first ``sheet_n`` male faces before/after the stored ``male2female``
+    generator is written (rows of 8 faces over their translations, 128 px tiles).
     """
     from faceswap_pipeline.weights import load_model
 
@@ -903,8 +936,31 @@ def evaluate_export(
             k = min(n_identity, len(src))
             m["mean_identity_distance"] = round(float(identity_fn(src[:k].float() / 255.0, y_st[:k])), 4)
             m["n_identity_faces"] = k
+        if sheet_path is not None and direction == "male2female":
+            contact_sheet(src[:sheet_n].float() / 255.0, y_st[:sheet_n], sheet_path)
+            m["contact_sheet"] = str(sheet_path)
         res[direction] = m
     return res
+
+
+def contact_sheet(before01: torch.Tensor, after01: torch.Tensor, path: str | os.PathLike[str], cols: int = 8, gap: int = 2) -> None:
+    """PNG of faces (rows of ``cols`` inputs over their outputs), 256-colour palette to stay small.
+
+    Shape: two (N, 3, S, S) float in [0, 1].
+    """
+    from PIL import Image
+
+    n, _, h, w = before01.shape
+    rows = -(-n // cols)
+    sheet = np.full((rows * 2 * (h + gap) + gap, cols * (w + gap) + gap, 3), 255, np.uint8)
+    to8 = lambda t: (t.detach().float().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()  # noqa: E731
+    for i in range(n):
+        r, c = divmod(i, cols)
+        x, y = gap + c * (w + gap), gap + 2 * r * (h + gap)
+        sheet[y : y + h, x : x + w] = to8(before01[i])
+        sheet[y + h + gap : y + 2 * h + gap, x : x + w] = to8(after01[i])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG).save(path, optimize=True)
 
 
 # ----------------------------------------------------------------------------------------- main
@@ -918,6 +974,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="int8", choices=["int8", "fp16", "fp32"])
     p.add_argument("--eval-n", type=int, default=0, help="--export: validation faces per direction (0 = all)")
     p.add_argument("--identity-n", type=int, default=200, help="--export: faces for the dlib identity distance")
+    p.add_argument("--sheet", default="", help="--export: write a before/after contact sheet PNG of male val faces here")
     add_config_args(p)
     return p
 
@@ -937,10 +994,14 @@ def main(argv: list[str] | None = None) -> int:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     trainer = build_trainer(cfg)
+    launch = " ".join(shlex.quote(a) for a in [Path(sys.argv[0]).name, *(sys.argv[1:] if argv is None else argv)])
     if args.resume:
         trainer.load_state_dict(load_checkpoint(args.resume))
         trainer.cfg = cfg  # flags given at resume (n_steps, max_minutes ...) apply from here on
         log.info("resumed %s at step %d", args.resume, trainer.step)
+        trainer.command = f"{trainer.command} ; {launch}" if trainer.command else launch
+    else:
+        trainer.command = launch
     summary = trainer.fit(max_steps=args.max_steps)
     if trainer.is_main:
         print(json.dumps(summary), flush=True)
@@ -958,15 +1019,15 @@ def _main_export(args: argparse.Namespace) -> int:
         torch.set_num_threads(cfg.threads)
     meta = read_pack(cfg.pack_m)[2] if cfg.pack_m and Path(cfg.pack_m).is_file() else {}
     framing = meta.get("framing", {k: meta[k] for k in ("rescale", "size", "detector", "upsample") if k in meta})
-    command = "python examples/train_cyclegan.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    paths = export(args.export, args.out_dir, args.storage, framing=framing, command=ck["config"].get("_command", command),
+    command = str(ck.get("command", ""))
+    paths = export(args.export, args.out_dir, args.storage, framing=framing, command=command,
                    data=f"{cfg.pack_m} [{cfg.select_m}] / {cfg.pack_f} [{cfg.select_f}]")
     if cfg.val_pack_m and cfg.val_pack_f:
         n = args.eval_n or 0
         val_m = load_domain(cfg.val_pack_m, cfg.val_select_m or cfg.select_m, n)
         val_f = load_domain(cfg.val_pack_f, cfg.val_select_f or cfg.select_f, n)
         metrics = evaluate_export(args.export, args.out_dir, load_attribute_net(cfg), val_m, val_f,
-                                  identity_fn=_identity_fn(), n_identity=args.identity_n)
+                                  identity_fn=_identity_fn(framing), n_identity=args.identity_n, sheet_path=args.sheet or None)
         export(args.export, args.out_dir, args.storage, metrics=metrics, framing=framing, command=command,
                data=f"{cfg.pack_m} [{cfg.select_m}] / {cfg.pack_f} [{cfg.select_f}]")
         print(json.dumps(metrics, indent=2), flush=True)
@@ -974,14 +1035,19 @@ def _main_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _identity_fn() -> Callable[[torch.Tensor, torch.Tensor], float] | None:
-    """Mean dlib face-descriptor distance between real and translated faces, if available."""
+def _identity_fn(framing: dict[str, Any] | None = None) -> Callable[[torch.Tensor, torch.Tensor], float] | None:
+    """Mean dlib face-descriptor distance between real and translated faces.
+
+    Uses the project's ``train/evaluate.py::identity_distance`` when present (attr branch), else
+    this package's own dlib code (same model, same definition).
+    """
     try:
         from faceswap_pipeline.train import evaluate  # the attr branch's shared evaluation helpers
     except ImportError:
         evaluate = None
     if evaluate is not None and hasattr(evaluate, "identity_distance"):
-        return lambda a, b: float(np.mean(np.asarray(evaluate.identity_distance(a, b), dtype=np.float64)))
+        rescale = tuple((framing or {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
+        return lambda a, b: float(np.mean(np.asarray(evaluate.identity_distance(a, b, rescale), dtype=np.float64)))
     from faceswap_pipeline.train._dlib_identity import mean_identity_distance
 
     return mean_identity_distance
