@@ -1,0 +1,212 @@
+"""Compact face packs: many small JPEG face crops + labels in one ``.npz`` (no pickle).
+
+A pack is what ``faceswap-pipeline prepare`` writes and what the trainers read. It holds
+letterboxed ``size`` x ``size`` crops made by the inference framing code, JPEG-encoded, plus
+per-face labels. Layout of the ``.npz`` (every array is a plain numeric or fixed-width unicode
+array, so ``np.load(path, allow_pickle=False)`` reads it):
+
+============  ==================  ===================================================
+key           dtype / shape       meaning
+============  ==================  ===================================================
+``jpeg``      uint8 (total,)      all JPEG files concatenated
+``offsets``   int64 (N + 1,)      face ``i`` is ``jpeg[offsets[i]:offsets[i + 1]]``
+``age``       int16 (N,)          years (UTKFace label)
+``gender``    int8 (N,)           0 male, 1 female
+``race``      int8 (N,)           0 white, 1 black, 2 asian, 3 indian, 4 other
+``fallback``  bool (N,)           True when HOG missed the face and the fixed box was used
+``pad``       float32 (N,)        fraction of the crop window outside the source image
+``box``       float32 (N, 4)      the detector (or fallback) box, source pixels
+``name``      <U (N,)             source file name
+``meta``      uint8 (M,)          UTF-8 JSON: framing, size, quality, command
+============  ==================  ===================================================
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+LABEL_KEYS = ("age", "gender", "race", "fallback", "pad", "box", "name")
+GENDERS = ("male", "female")
+RACES = ("white", "black", "asian", "indian", "other")
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    """JPEG bytes of an ``(H, W, 3)`` uint8 RGB image (PIL, 4:2:0 chroma, optimised tables)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(image)).save(buf, format="JPEG", quality=int(quality), optimize=True)
+    return buf.getvalue()
+
+
+def decode_jpeg(data: bytes | np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB from JPEG bytes."""
+    from PIL import Image
+
+    raw = data.tobytes() if isinstance(data, np.ndarray) else data
+    with Image.open(io.BytesIO(raw)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def write_pack(path: str | os.PathLike[str], jpegs: Sequence[bytes], labels: dict[str, np.ndarray], meta: dict[str, Any]) -> int:
+    """Write a pack atomically; returns its size in bytes.
+
+    Args:
+        path: destination ``.npz``.
+        jpegs: one JPEG byte string per face.
+        labels: arrays of length ``N`` for every key of :data:`LABEL_KEYS` (``box`` is ``(N, 4)``).
+        meta: JSON-serialisable description (framing, size, quality, command ...).
+    """
+    n = len(jpegs)
+    for k in LABEL_KEYS:
+        if k not in labels or len(labels[k]) != n:
+            raise ValueError(f"label {k!r} missing or not of length {n}")
+    offsets = np.zeros(n + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(j) for j in jpegs])
+    blob = np.frombuffer(b"".join(jpegs), dtype=np.uint8) if n else np.zeros(0, np.uint8)
+    names = np.asarray([str(s) for s in labels["name"]], dtype=str) if n else np.zeros(0, dtype="<U1")
+    arrays = {
+        "jpeg": blob,
+        "offsets": offsets,
+        "age": np.asarray(labels["age"], dtype=np.int16),
+        "gender": np.asarray(labels["gender"], dtype=np.int8),
+        "race": np.asarray(labels["race"], dtype=np.int8),
+        "fallback": np.asarray(labels["fallback"], dtype=bool),
+        "pad": np.asarray(labels["pad"], dtype=np.float32),
+        "box": np.asarray(labels["box"], dtype=np.float32).reshape(n, 4),
+        "name": names,
+        "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path.stat().st_size
+
+
+def _decode_range(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    blob, offsets = args
+    return np.stack([decode_jpeg(blob[offsets[i] : offsets[i + 1]]) for i in range(len(offsets) - 1)])
+
+
+class FacePack:
+    """Read a pack written by :func:`write_pack` (loads it fully into memory; no pickle).
+
+    Attributes:
+        meta: the pack's JSON description (framing, size, quality, ...).
+        labels: dict of per-face arrays (keys :data:`LABEL_KEYS`).
+        size: side of the square crops.
+
+    Example:
+        >>> pack = FacePack("data_cache/packs/utk_train.npz")  # doctest: +SKIP
+        >>> idx = pack.select(gender=0, min_age=18, max_age=70, max_pad=0.02)  # doctest: +SKIP
+        >>> faces = pack.images(idx[:16])  # (16, 128, 128, 3) uint8  # doctest: +SKIP
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        with np.load(self.path, allow_pickle=False) as z:
+            self._blob = z["jpeg"]
+            self._offsets = z["offsets"]
+            self.labels: dict[str, np.ndarray] = {k: z[k] for k in LABEL_KEYS}
+            self.meta: dict[str, Any] = json.loads(z["meta"].tobytes().decode("utf-8"))
+        self.size = int(self.meta.get("size", 128))
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __repr__(self) -> str:
+        return f"FacePack({str(self.path)!r}, n={len(self)}, size={self.size})"
+
+    def jpeg(self, i: int) -> bytes:
+        """The stored JPEG bytes of face ``i``."""
+        return self._blob[self._offsets[i] : self._offsets[i + 1]].tobytes()
+
+    def images(self, idx: Sequence[int] | np.ndarray | int) -> np.ndarray:
+        """Decode faces ``idx``.
+
+        Returns:
+            ``(N, S, S, 3)`` uint8 RGB (``(S, S, 3)`` when ``idx`` is a single int).
+        """
+        if isinstance(idx, (int, np.integer)):
+            return decode_jpeg(self.jpeg(int(idx)))
+        idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) == 0:
+            return np.zeros((0, self.size, self.size, 3), np.uint8)
+        return np.stack([decode_jpeg(self.jpeg(int(i))) for i in idx])
+
+    def select(
+        self,
+        gender: int | str | None = None,
+        race: int | str | Sequence[int | str] | None = None,
+        min_age: int | None = None,
+        max_age: int | None = None,
+        max_pad: float | None = None,
+        fallback: bool | None = None,
+    ) -> np.ndarray:
+        """Indices (int64, ascending) of the faces matching every given condition.
+
+        Args:
+            gender: 0/"male" or 1/"female".
+            race: one race (index or name from :data:`RACES`) or a list of them.
+            min_age, max_age: inclusive age bounds (years).
+            max_pad: keep faces whose crop window is at most this fraction outside the photo.
+            fallback: True keeps only faces HOG missed, False only faces HOG found.
+        """
+        keep = np.ones(len(self), dtype=bool)
+        if gender is not None:
+            g = GENDERS.index(gender) if isinstance(gender, str) else int(gender)
+            keep &= self.labels["gender"] == g
+        if race is not None:
+            races = [race] if isinstance(race, (int, str, np.integer)) else list(race)
+            codes = [RACES.index(r) if isinstance(r, str) else int(r) for r in races]
+            keep &= np.isin(self.labels["race"], codes)
+        if min_age is not None:
+            keep &= self.labels["age"] >= min_age
+        if max_age is not None:
+            keep &= self.labels["age"] <= max_age
+        if max_pad is not None:
+            keep &= self.labels["pad"] <= max_pad
+        if fallback is not None:
+            keep &= self.labels["fallback"] == bool(fallback)
+        return np.flatnonzero(keep)
+
+    def decode_all(self, workers: int = 1, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+        """Decode every face (or ``idx``), optionally in ``workers`` processes (at most 2 advised here).
+
+        Returns:
+            ``(N, S, S, 3)`` uint8 RGB, in index order.
+        """
+        sel = np.arange(len(self)) if idx is None else np.asarray(idx, dtype=np.int64)
+        if workers <= 1 or len(sel) < 256:
+            return self.images(sel)
+        chunks = np.array_split(sel, workers * 8)
+        jobs = []
+        for c in chunks:
+            lens = self._offsets[c + 1] - self._offsets[c]
+            offs = np.zeros(len(c) + 1, np.int64)
+            offs[1:] = np.cumsum(lens)
+            blob = np.concatenate([self._blob[self._offsets[i] : self._offsets[i + 1]] for i in c]) if len(c) else np.zeros(0, np.uint8)
+            jobs.append((blob, offs))
+        import multiprocessing as mp
+
+        with mp.get_context("spawn").Pool(workers) as pool:
+            parts = pool.map(_decode_range, [j for j in jobs if len(j[1]) > 1])
+        return np.concatenate(parts) if parts else np.zeros((0, self.size, self.size, 3), np.uint8)
+
+
+__all__ = ["FacePack", "write_pack", "encode_jpeg", "decode_jpeg", "LABEL_KEYS", "GENDERS", "RACES"]
