@@ -921,11 +921,15 @@ def evaluate_export(
         p_ref = gender_probs(attr, y_ref)
         p_st = gender_probs(attr, y_st)
         p_src = gender_probs(attr, src.float() / 255.0)
+        from faceswap_pipeline.train import evaluate
+
+        voted = evaluate.target_rate(attr, y_st, "female" if female else "male", voting=True)
         hit = (lambda p: p > 0.5) if female else (lambda p: p <= 0.5)
         d = (y_st - y_ref).abs()
         m: dict[str, Any] = {
             "n_val_faces": len(src),
             "val_target_rate": round(float(hit(p_st).float().mean()), 4),
+            "val_target_rate_voting45": round(float(voted), 4),
             "val_target_rate_fp32": round(float(hit(p_ref).float().mean()), 4),
             "val_target_rate_of_unchanged_input": round(float(hit(p_src).float().mean()), 4),
             "stored_vs_fp32_mean_abs_diff": float(d.mean()),
@@ -1035,22 +1039,12 @@ def _main_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _identity_fn(framing: dict[str, Any] | None = None) -> Callable[[torch.Tensor, torch.Tensor], float] | None:
-    """Mean dlib face-descriptor distance between real and translated faces.
+def _identity_fn(framing: dict[str, Any] | None = None) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """Mean dlib face-descriptor distance between real and translated faces (``train/evaluate.py``)."""
+    from faceswap_pipeline.train import evaluate
 
-    Uses the project's ``train/evaluate.py::identity_distance`` when present (attr branch), else
-    this package's own dlib code (same model, same definition).
-    """
-    try:
-        from faceswap_pipeline.train import evaluate  # the attr branch's shared evaluation helpers
-    except ImportError:
-        evaluate = None
-    if evaluate is not None and hasattr(evaluate, "identity_distance"):
-        rescale = tuple((framing or {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
-        return lambda a, b: float(np.mean(np.asarray(evaluate.identity_distance(a, b, rescale), dtype=np.float64)))
-    from faceswap_pipeline.train._dlib_identity import mean_identity_distance
-
-    return mean_identity_distance
+    rescale = tuple((framing or {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
+    return lambda a, b: float(np.mean(evaluate.identity_distance(a, b, rescale)))
 
 
 if __name__ == "__main__":
