@@ -462,7 +462,7 @@ class CycleGANTrainer:
         cfg: CycleGANConfig,
         data_m: torch.Tensor,
         data_f: torch.Tensor,
-        feat_net: nn.Module,
+        feat_net: nn.Module | None,
         val_m: torch.Tensor | None = None,
         val_f: torch.Tensor | None = None,
         rank: int = 0,
@@ -491,9 +491,11 @@ class CycleGANTrainer:
         for net in self.nets.values():
             _init_weights(net)
             net.to(self.device, memory_format=mf).train()
-        self.feat_net = feat_net.to(self.device, memory_format=mf).eval().requires_grad_(False)
+        if feat_net is None and cfg.lambda_identity > 0:
+            raise ValueError("the perceptual identity loss needs a feature network (lambda_identity > 0)")
+        self.feat_net = None if feat_net is None else feat_net.to(self.device, memory_format=mf).eval().requires_grad_(False)
         layers = [int(s) for s in cfg.identity_layers.split(",") if s.strip()]
-        self.perceptual = PerceptualLoss(self.feat_net, layers=layers)
+        self.perceptual = None if self.feat_net is None else PerceptualLoss(self.feat_net, layers=layers)
 
         fused = self.device.type == "cuda"
         gp = [p for n in ("G_m2f", "G_f2m") for p in self.nets[n].parameters()]
@@ -556,7 +558,7 @@ class CycleGANTrainer:
             rec_f = r["G_m2f"](fake_m)
             loss_gan = _lsgan(self.d_plain["D_f"](fake_f), 1.0) + _lsgan(self.d_plain["D_m"](fake_m), 1.0)
             loss_cyc = cfg.lambda_cycle * (F.l1_loss(rec_m.float(), real_m) + F.l1_loss(rec_f.float(), real_f))
-            if cfg.lambda_identity > 0:
+            if cfg.lambda_identity > 0 and self.perceptual is not None:
                 loss_idt = cfg.lambda_identity * (
                     self.perceptual(idt_f.float().add(1).mul(0.5), real_f.add(1).mul(0.5))
                     + self.perceptual(idt_m.float().add(1).mul(0.5), real_m.add(1).mul(0.5))
@@ -626,7 +628,7 @@ class CycleGANTrainer:
 
     def validate(self) -> dict[str, float]:
         """Target rates of both generators on the validation faces, judged by the attribute net."""
-        if self.val_m is None or self.val_f is None or not hasattr(self.feat_net, "gender"):
+        if self.val_m is None or self.val_f is None or self.feat_net is None or not hasattr(self.feat_net, "gender"):
             return {}
         out = {
             "val/target_rate_m2f": target_rate(self.nets["G_m2f"], self.feat_net, self.val_m, True, self.amp),
@@ -699,6 +701,17 @@ class CycleGANTrainer:
         wall0 = self.wall_time_s
         t_log, steps_log = t0, self.step
         stop_reason = "n_steps"
+        stop = {"signal": 0}
+
+        def _on_signal(signum: int, frame: Any) -> None:  # finish the step, save, return
+            stop["signal"] = signum
+
+        import signal
+        import threading
+
+        old = {}
+        if threading.current_thread() is threading.main_thread():
+            old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
         while self.step < end:
             self.train_step()
             self.wall_time_s = wall0 + time.perf_counter() - t0
@@ -730,6 +743,12 @@ class CycleGANTrainer:
             if cfg.max_minutes and (time.perf_counter() - t0) / 60.0 >= cfg.max_minutes:
                 stop_reason = "max_minutes"
                 break
+            if stop["signal"]:
+                stop_reason = f"signal {stop['signal']}"
+                log.info("stopping on signal %d at step %d", stop["signal"], self.step)
+                break
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         path = self.save()
         if self.is_main:
             if self.history and self.history[-1]["step"] != self.step:
@@ -812,7 +831,8 @@ def build_trainer(cfg: CycleGANConfig) -> CycleGANTrainer:
         val_m = load_domain(cfg.val_pack_m, cfg.val_select_m or cfg.select_m, cfg.n_val)
         val_f = load_domain(cfg.val_pack_f, cfg.val_select_f or cfg.select_f, cfg.n_val)
     log.info("rank %d/%d: %d male / %d female training faces", rank, world, len(data_m), len(data_f))
-    return CycleGANTrainer(cfg, data_m, data_f, load_attribute_net(cfg), val_m, val_f, rank, world)
+    feat = None if (cfg.lambda_identity == 0 and not cfg.attr_weights) else load_attribute_net(cfg)
+    return CycleGANTrainer(cfg, data_m, data_f, feat, val_m, val_f, rank, world)
 
 
 # -------------------------------------------------------------------------------------- export
