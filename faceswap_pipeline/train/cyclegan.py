@@ -853,6 +853,7 @@ def export(
     data: str = "",
     split: str = "faceswap_pipeline.train.splits (sha1 of file name, 10% validation)",
     machine: str | None = None,
+    feature_net: dict[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write both generators of a checkpoint as shipped weights and register them in the manifest.
 
@@ -866,6 +867,8 @@ def export(
         metrics: per direction (``"male2female"`` / ``"female2male"``) metric dicts.
         framing: the crop framing the training faces were made with (the packs' sidecar JSON).
         command, data, split, machine: provenance recorded under ``training``.
+        feature_net: the attribute network used for the perceptual identity loss and the target rate
+            (name, folder, sha256).
 
     Returns:
         ``{"male2female": path, "female2male": path}``.
@@ -899,6 +902,7 @@ def export(
                 "machine": machine or _machine(),
                 "seed": int(cfg["seed"]),
                 "config": cfg,
+                "identity_feature_net": feature_net or {},
                 "target_rate_history": ck.get("history", []),
             },
             "metrics": (metrics or {}).get(direction, {}),
@@ -1044,15 +1048,21 @@ def _main_export(args: argparse.Namespace) -> int:
     meta = read_pack(cfg.pack_m)[2] if cfg.pack_m and Path(cfg.pack_m).is_file() else {}
     framing = meta.get("framing", {k: meta[k] for k in ("rescale", "size", "detector", "upsample") if k in meta})
     command = str(ck.get("command", ""))
-    paths = export(args.export, args.out_dir, args.storage, framing=framing, command=command,
+    paths = export(args.export, args.out_dir, args.storage, framing=framing, command=command, feature_net=None,
                    data=f"{cfg.pack_m} [{cfg.select_m}] / {cfg.pack_f} [{cfg.select_f}]")
+    try:
+        from faceswap_pipeline.weights import model_entry
+
+        feat = {"name": cfg.attr_name, "folder": cfg.attr_weights, "sha256": model_entry(cfg.attr_name, cfg.attr_weights or None)["sha256"]}
+    except Exception:  # noqa: BLE001 - provenance only
+        feat = {"name": cfg.attr_name, "folder": cfg.attr_weights}
     if cfg.val_pack_m and cfg.val_pack_f:
         n = args.eval_n or 0
         val_m = load_domain(cfg.val_pack_m, cfg.val_select_m or cfg.select_m, n)
         val_f = load_domain(cfg.val_pack_f, cfg.val_select_f or cfg.select_f, n)
         metrics = evaluate_export(args.export, args.out_dir, load_attribute_net(cfg), val_m, val_f,
                                   identity_fn=_identity_fn(framing), n_identity=args.identity_n, sheet_path=args.sheet or None)
-        export(args.export, args.out_dir, args.storage, metrics=metrics, framing=framing, command=command,
+        export(args.export, args.out_dir, args.storage, metrics=metrics, framing=framing, command=command, feature_net=feat,
                data=f"{cfg.pack_m} [{cfg.select_m}] / {cfg.pack_f} [{cfg.select_f}]")
         print(json.dumps(metrics, indent=2), flush=True)
     print(json.dumps({k: str(v) for k, v in paths.items()}), flush=True)
