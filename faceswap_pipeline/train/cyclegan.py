@@ -204,7 +204,7 @@ def read_pack(
 
     Returns:
         ``(images, labels, meta)``: images ``(n, H, W, 3)`` uint8 RGB of the selected faces (in
-        pack order, at most ``limit``), labels a dict of the selected rows of every 1-D numeric
+        pack order; at most ``limit``, then evenly spaced over the selection), labels a dict of the selected rows of every 1-D numeric
         array, and the description.
     """
     path = Path(path)
@@ -215,8 +215,8 @@ def read_pack(
         labels = {k: z[k] for k in keys if k not in ("jpeg", "offsets", "images", "meta")
                   and z[k].ndim == 1 and len(z[k]) == n and z[k].dtype.kind in "iufb"}
         idx = np.flatnonzero(selection_mask(labels, select)) if select else np.arange(n)
-        if limit:
-            idx = idx[:limit]
+        if limit and len(idx) > limit:  # evenly spaced over the selection (packs are name-sorted, i.e. by age)
+            idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(np.int64)]
         if jpeg:
             images = _decode_jpegs(z["jpeg"], z["offsets"], idx)
         else:
