@@ -839,7 +839,13 @@ def build_trainer(cfg: CycleGANConfig) -> CycleGANTrainer:
 def _machine() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
-    return f"{platform.processor() or platform.machine()} CPU x{os.cpu_count()}"
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{name} CPU, {os.cpu_count()} cores, no GPU"
 
 
 def export(
