@@ -588,7 +588,6 @@ class CycleGANTrainer:
         self._acc_n += 1
         self.step += 1
         self.pairs_seen += b * self.world
-        self._last = (real_m, fake_f, rec_m, idt_m, real_f, fake_m, rec_f, idt_f)
 
     # ---- logging
     def pop_losses(self) -> dict[str, float]:
