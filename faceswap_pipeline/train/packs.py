@@ -185,6 +185,17 @@ class FacePack:
             keep &= self.labels["fallback"] == bool(fallback)
         return np.flatnonzero(keep)
 
+    def subset(self, idx: Sequence[int] | np.ndarray, path: str | os.PathLike[str], note: str = "") -> FacePack:
+        """Write faces ``idx`` (their JPEG bytes unchanged) to a new pack at ``path`` and open it.
+
+        Used to make smaller packs (e.g. one domain, adults only) to carry to another machine.
+        """
+        idx = np.asarray(idx, dtype=np.int64)
+        labels = {k: self.labels[k][idx] for k in LABEL_KEYS}
+        meta = {**self.meta, "subset_of": self.path.name, "subset_note": note}
+        write_pack(path, [self.jpeg(int(i)) for i in idx], labels, meta)
+        return FacePack(path)
+
     def decode_all(self, workers: int = 1, idx: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Decode every face (or ``idx``), optionally in ``workers`` processes (at most 2 advised here).
 
