@@ -71,9 +71,9 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     from skimage import data
 
+    from faceswap_pipeline.stages.classify import predict
     from faceswap_pipeline.stages.crop import frame_face
     from faceswap_pipeline.stages.detect_hog import HogDetector
-    from faceswap_pipeline.stages.classify import predict
     from faceswap_pipeline.train.evaluate import identity_distance
     from faceswap_pipeline.train.prepare import CHIP_RESCALE, process_image
     from faceswap_pipeline.weights import load_model

@@ -289,3 +289,33 @@ def test_split_direction() -> None:
     assert split_direction("white2black") == ("white", "black")
     with pytest.raises(ValueError):
         split_direction("cat2dog")
+
+
+def test_evaluate_main_end_to_end(tmp_path, astronaut_crop) -> None:
+    """``evaluate`` CLI: tiny generator + tiny attribute net saved to a tmp weights folder, pack of 4 faces."""
+    from faceswap_pipeline.archs.attributes import AttributeNet
+    from faceswap_pipeline.archs.cyclegan import ResnetGenerator
+    from faceswap_pipeline.train.evaluate import main
+    from faceswap_pipeline.train.packs import encode_jpeg, write_pack
+    from faceswap_pipeline.weights import register_weights, save_weights
+
+    torch.manual_seed(0)
+    w = tmp_path / "w"
+    for name, net, arch, kw in (("cyclegan.male2female", ResnetGenerator(ngf=4, n_blocks=1), "cyclegan_resnet", {"ngf": 4, "n_blocks": 1}),
+                                ("attributes.v1", AttributeNet(width=4, in_size=32), "attribute_cnn", {"width": 4, "in_size": 32})):
+        sha = save_weights(net, w / f"{name}.safetensors", arch=arch, kwargs=kw, storage="fp32")
+        register_weights(name, {"file": f"{name}.safetensors", "sha256": sha, "arch": arch, "kwargs": kw, "storage": "fp32",
+                                "framing": {"rescale": [1.1, 1.1, 1.1, 1.3], "size": 128}}, w)
+    u = _u8(astronaut_crop)[0]
+    faces = [u, u[:, ::-1], u, u[:, ::-1]]
+    labels = {"age": np.array([30, 40, 10, 50]), "gender": np.array([0, 0, 0, 1]), "race": np.zeros(4, int), "fallback": np.zeros(4, bool),
+              "pad": np.zeros(4, np.float32), "box": np.zeros((4, 4), np.float32), "name": np.array(["a", "b", "c", "d"])}
+    write_pack(tmp_path / "val.npz", [encode_jpeg(np.ascontiguousarray(f)) for f in faces], labels,
+               {"size": 128, "framing": {"rescale": [1.1, 1.1, 1.1, 1.3], "size": 128}})
+    out = tmp_path / "r.json"
+    rc = main(["--generator", "cyclegan.male2female", "--weights-dir", str(w), "--pack", str(tmp_path / "val.npz"),
+               "--sheet", str(tmp_path / "s.png"), "--json", str(out), "--no-voting", "--threads", "1"])
+    res = json.loads(out.read_text())
+    assert rc == 0 and res["n"] == 2  # adult males only: the child and the woman are not in the source domain
+    assert 0 <= res["target_rate"] <= 1 and res["identity_distance_mean"] > 0
+    assert (tmp_path / "s.png").is_file()

@@ -381,7 +381,8 @@ def final_voting_eval(cfg: AttributesConfig, n: int = 400) -> dict[str, Any]:
     t = time.time()
     vote = evaluate_split(model, va, voting=True, batch_size=64)  # 4 faces = 180 windows per pass
     vote["seconds"] = round(time.time() - t, 1)
-    vote["subset"] = f"{len(va['gender'])} of {total} val faces (numpy default_rng({cfg.seed}).choice)"
+    n_used = len(va["gender"])
+    vote["subset"] = f"all {total} val faces" if n_used == total else f"{n_used} of {total} val faces (numpy default_rng({cfg.seed}).choice)"
     single = evaluate_split(model, va, voting=False)
     entry = model_entry(cfg.name, cfg.weights_dir)
     entry["metrics"] = {**entry.get("metrics", {}), "val_voting45": vote, "val_single_pass_same_faces": single}
