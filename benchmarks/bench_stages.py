@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--batch-sizes", default="1,8", help="images per pipeline call")
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--upscaler", default="resize", choices=("resize", "srresnet"))
+    p.add_argument("--upscaler", default="srresnet", choices=("resize", "srresnet"))
     p.add_argument("--weights-dir", default=None)
     p.add_argument("--json", default=None, help="write results here")
     a = p.parse_args(argv)

@@ -89,7 +89,7 @@ def model_framing(directions: list[str], weights_dir: str | os.PathLike[str] | N
 def load_pipeline(
     direction: str = "male2female",
     detector: str = "hog",
-    upscaler: str = "resize",
+    upscaler: str = "srresnet",
     device: str | torch.device = "auto",
     weights_dir: str | os.PathLike[str] | None = None,
     batch_size: int = 16,
@@ -102,7 +102,8 @@ def load_pipeline(
         direction: one of :data:`~faceswap_pipeline.stages.translate.DIRECTIONS`, or
             ``"auto-gender"`` (the attribute network picks male2female or female2male per face).
         detector: ``"hog"`` or ``"cascade"``.
-        upscaler: ``"resize"`` (bicubic paste-back) or ``"srresnet"`` (SR x2/x4 per face size).
+        upscaler: ``"srresnet"`` (default: SR x4 for faces pasted larger than 128 px, none for
+            smaller ones) or ``"resize"`` (bicubic paste-back only).
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         weights_dir: folder with ``manifest.json`` (default: the shipped weights, or
             ``$FACESWAP_WEIGHTS``).

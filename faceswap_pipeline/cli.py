@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output_dir", type=Path)
     p.add_argument("--direction", required=True, choices=(*DIRECTIONS, AUTO_GENDER))
     _detector_args(p)
-    p.add_argument("--upscaler", choices=UPSCALERS, default="resize", help="how the 128 px face is enlarged for paste-back (default: %(default)s)")
+    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet",
+                   help="how the 128 px face is enlarged for paste-back: SRResNet x4 for faces pasted above 128 px, or bicubic (default: %(default)s)")
     p.add_argument("--feather", type=float, default=0.12, help="blend fall-off, fraction of face size (default: %(default)s)")
     _common(p)
 
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run the swap on a photo that scikit-image ships; write before/after")
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="(default: %(default)s)")
     p.add_argument("--direction", default="female2male", choices=(*DIRECTIONS, AUTO_GENDER), help="(default: %(default)s; the photo shows a woman)")
-    p.add_argument("--upscaler", choices=UPSCALERS, default="resize")
+    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet")
     p.add_argument("--device", default="auto")
     p.add_argument("--weights-dir", default=None)
 

@@ -97,7 +97,7 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
     pipe.process([bad, good])
     assert bad.error and bad.error.startswith("detect: ValueError")
     assert good.error is None and good.result is not None and len(good.faces) >= 1
-    assert set(good.timings) == {"detect", "crop", "translate", "blend"}
+    assert set(good.timings) == {"detect", "crop", "translate", "upscale", "blend"}
 
 
 def test_refuses_to_run_without_trained_weights(tmp_path):
@@ -141,8 +141,28 @@ def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weight
 
 def test_auto_gender_picks_the_direction_per_face(astronaut, tiny_weights):
     pipe = fp.load_pipeline("auto-gender", device="cpu", weights_dir=tiny_weights)  # attribute net: shipped
-    assert [s.name for s in pipe.stages] == ["detect", "crop", "classify", "direction", "translate", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "crop", "classify", "direction", "translate", "upscale", "blend"]
     _, faces = pipe(astronaut)
     face = max(faces, key=lambda f: f.detection.score)
     assert face.attributes["p_female"] > 0.5  # Eileen Collins
     assert face.direction == "female2male" and face.actions == ["translate:female2male", "blend"]
+
+
+@pytest.mark.parametrize("direction", ["male2female", "female2male"])
+def test_shipped_generators_end_to_end(astronaut, direction):
+    """The shipped weights: verified, loaded with their framing, run on a real photo."""
+    from faceswap_pipeline.weights import model_entry
+
+    entry = model_entry(f"cyclegan.{direction}")
+    assert entry["storage"] == "int8" and entry["kwargs"] == {"ngf": 32, "n_blocks": 9}
+    pipe = fp.load_pipeline(direction, device="cpu", detector_kwargs={"threshold": 0.5})
+    crop_stage = pipe.stages[1]
+    assert list(crop_stage.rescale) == entry["framing"]["rescale"]
+    out, (face,) = pipe(astronaut)
+    x0, y0, x1, y1 = face.transform.box
+    outside = np.ones(astronaut.shape[:2], bool)
+    outside[y0:y1, x0:x1] = False
+    np.testing.assert_array_equal(out[outside], astronaut[outside])
+    diff = np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean()
+    assert 1.0 < diff < 60.0  # the face was changed, and it is still a photo of a face, not noise
+    assert face.crop.shape == (3, 128, 128) and 0 <= float(face.output.min()) and float(face.output.max()) <= 1
