@@ -5,6 +5,7 @@ median and inter-quartile range. The photos are built from ``skimage.data.astron
 face, resized into a 640x480 frame), so the benchmark runs anywhere without data.
 
     python benchmarks/bench_stages.py --device cpu --threads 1 --json out.json
+    python benchmarks/bench_stages.py --size 1280x960 --face-scale 1.6   # a face big enough for SR
 
 If the shipped generator is missing, a seed-architecture generator with random weights is timed
 instead (same FLOPs, same time) and the JSON says so.
@@ -22,14 +23,16 @@ import numpy as np
 import torch
 
 
-def photo_640x480(shift: int = 0) -> np.ndarray:
-    """A 480x640 RGB photo with one ~130 px face (astronaut scaled x0.8 into a grey frame)."""
+def make_photo(width: int = 640, height: int = 480, face_scale: float = 0.8, shift: int = 0) -> np.ndarray:
+    """A ``height`` x ``width`` RGB photo with one face: the astronaut scaled by ``face_scale``
+    (0.8: a ~73 px HOG box; 1.6: ~146 px) pasted into a grey frame."""
     from skimage import data
     from skimage.transform import rescale
 
-    a = (rescale(data.astronaut(), 0.8, channel_axis=2, anti_aliasing=True) * 255).round().astype(np.uint8)
-    img = np.full((480, 640, 3), 110, np.uint8)
-    img[40 : 40 + a.shape[0], 100 + shift : 100 + shift + a.shape[1]] = a[:, : 640 - 100 - shift]
+    a = (rescale(data.astronaut(), face_scale, channel_axis=2, anti_aliasing=True) * 255).round().astype(np.uint8)
+    a = a[: height - 40, : width - 100 - shift]
+    img = np.full((height, width, 3), 110, np.uint8)
+    img[40 : 40 + a.shape[0], 100 + shift : 100 + shift + a.shape[1]] = a
     return img
 
 
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--upscaler", default="srresnet", choices=("resize", "srresnet"))
     p.add_argument("--weights-dir", default=None)
+    p.add_argument("--size", default="640x480", help="photo WxH (default: %(default)s)")
+    p.add_argument("--face-scale", type=float, default=0.8, help="astronaut scale: 0.8 face pasted < 128 px, 1.6 > 128 px (SR runs)")
     p.add_argument("--json", default=None, help="write results here")
     a = p.parse_args(argv)
     if a.threads:
@@ -71,11 +76,12 @@ def main(argv: list[str] | None = None) -> dict:
     from faceswap_pipeline.types import ImageRecord
 
     pipe, gen_kind = build_pipeline(a.device, a.upscaler, a.weights_dir)
-    photos = [photo_640x480(shift=8 * i) for i in range(8)]
+    w, h = (int(v) for v in a.size.lower().split("x"))
+    photos = [make_photo(w, h, a.face_scale, shift=8 * i) for i in range(8)]
     results = {
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(), "device": a.device,
                     "torch": torch.__version__, "gpu": torch.cuda.get_device_name() if a.device.startswith("cuda") else None},
-        "generator": gen_kind, "upscaler": a.upscaler, "image": "640x480, one face (~100 px HOG box)", "runs": [],
+        "generator": gen_kind, "upscaler": a.upscaler, "image": f"{w}x{h}, one face (astronaut x{a.face_scale})", "runs": [],
     }
     for bs in (int(b) for b in a.batch_sizes.split(",")):
         per_stage: dict[str, list[float]] = {}

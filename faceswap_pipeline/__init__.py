@@ -35,7 +35,11 @@ _LAZY = {
     "write_image": "faceswap_pipeline.io",
 }
 
-__all__ = sorted([*_LAZY, "__version__"])
+__all__ = [
+    "DIRECTIONS", "CropTransform", "Detection", "FaceRecord", "ImageRecord", "Pipeline", "PipelineError",
+    "WeightsError", "__version__", "load_detector", "load_pipeline", "load_upscaler", "read_image", "write_image",
+]
+assert set(__all__) == {*_LAZY, "__version__"}
 
 if TYPE_CHECKING:  # pragma: no cover
     from faceswap_pipeline.api import load_detector, load_pipeline, load_upscaler

@@ -94,7 +94,7 @@ class Pipeline:
             raise PipelineError(rec.error)
         return (rec.result if rec.result is not None else rec.image.copy()), rec.faces
 
-    def process_loaded(self, items: list["LoadedImage"]) -> list[Any]:
+    def process_loaded(self, items: list[LoadedImage]) -> list[Any]:
         """Folder-runner adapter: process decoded files, return an ``ItemResult`` or exception each."""
         from faceswap_pipeline.folder import ItemResult
 
@@ -119,7 +119,7 @@ class Pipeline:
         overwrite: bool = False,
         report: str | os.PathLike[str] | None = None,
         progress: bool = True,
-    ) -> "FolderReport":
+    ) -> FolderReport:
         """Process every image under ``in_dir`` into the same relative paths under ``out_dir``.
 
         Existing outputs are skipped unless ``overwrite`` (so a re-run resumes); unreadable

@@ -5,7 +5,13 @@ import torch
 
 from faceswap_pipeline.archs.cyclegan import ResnetGenerator
 from faceswap_pipeline.weights import (
-    WeightsError, dequantize_state_dict, load_model, quantize_state_dict, register_weights, save_weights, verify,
+    WeightsError,
+    dequantize_state_dict,
+    load_model,
+    quantize_state_dict,
+    register_weights,
+    save_weights,
+    verify,
 )
 
 

@@ -37,7 +37,7 @@ class ModelStage:
         self.batch_size = int(batch_size)
         self.modules: dict[str, torch.nn.Module] = {}
 
-    def to(self, device: str | torch.device) -> "ModelStage":
+    def to(self, device: str | torch.device) -> ModelStage:
         """Move every module to ``device``; returns self."""
         self.device = torch.device(device)
         for m in self.modules.values():

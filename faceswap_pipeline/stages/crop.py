@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from faceswap_pipeline.ops.geometry import SEED_RESCALE, crop_letterbox, rescale_box
 from faceswap_pipeline.types import Detection, ImageRecord
-
-import numpy as np
 
 
 def frame_face(

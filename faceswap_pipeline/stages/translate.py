@@ -77,7 +77,7 @@ class Translator(ModelStage):
         weights_dir: str | os.PathLike[str] | None = None,
         device: str | torch.device = "cpu",
         **kwargs,
-    ) -> "Translator":
+    ) -> Translator:
         """Load verified generators from ``weights/`` for one or more directions.
 
         A single direction becomes the default direction.

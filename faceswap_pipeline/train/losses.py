@@ -30,7 +30,7 @@ class PerceptualLoss(nn.Module):
         if len(self.weights) != len(self.layers):
             raise ValueError("one weight per layer")
 
-    def train(self, mode: bool = True) -> "PerceptualLoss":
+    def train(self, mode: bool = True) -> PerceptualLoss:
         super().train(mode)
         self.net.eval()  # BatchNorm statistics of the frozen net never update
         return self
