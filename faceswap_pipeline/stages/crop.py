@@ -8,12 +8,12 @@ import numpy as np
 import torch
 
 from faceswap_pipeline.ops.geometry import SEED_RESCALE, crop_letterbox, rescale_box
-from faceswap_pipeline.types import Detection, ImageRecord
+from faceswap_pipeline.types import CropTransform, Detection, ImageRecord
 
 
 def frame_face(
     image: np.ndarray, det: Detection, rescale: Sequence[float] = SEED_RESCALE, size: int = 128
-):  # -> tuple[torch.Tensor, CropTransform]
+) -> tuple[torch.Tensor, CropTransform]:
     """Crop one detected face the way every model of this project sees faces.
 
     This is *the* framing function: training-data preparation calls it too, so a generator sees
@@ -57,7 +57,3 @@ class CropLetterbox:
     def __repr__(self) -> str:
         return f"CropLetterbox(rescale={self.rescale}, size={self.size})"
 
-
-def stack_crops(crops: list[torch.Tensor]) -> torch.Tensor:
-    """``list of (3, S, S)`` -> ``(N, 3, S, S)`` float32 (helper for the model stages)."""
-    return torch.stack(crops, 0) if crops else torch.zeros(0, 3, 0, 0)

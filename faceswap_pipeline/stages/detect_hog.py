@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -76,9 +75,5 @@ class HogDetector(DetectorStage):
         return f"HogDetector(upsample={self.upsample}, min_size={self.min_size}, threshold={self.threshold})"
 
 
-def face_size_hint(det: Detection) -> float:
-    """Geometric mean of a detection's sides (pixels): the scale used for feathering and SR choice."""
-    return math.sqrt(max(det.width, 1.0) * max(det.height, 1.0))
 
-
-__all__ = ["HogDetector", "face_size_hint"]
+__all__ = ["HogDetector"]
