@@ -17,26 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
-
-
-def _machine(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             rates.append(a.steps * a.batch_size / (time.perf_counter() - t))
         losses = tr.pop_losses()
     q1, med, q3 = np.percentile(rates, [25, 50, 75])
+    from faceswap_pipeline.machine import describe_machine
+
     res = {
         "benchmark": "cyclegan_train_step",
         "unit": "image pairs/s",
@@ -98,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         "iqr": round(float(q3 - q1), 3),
         "blocks": [round(r, 3) for r in rates],
         "device": str(dev),
-        "machine": _machine(dev),
+        "machine": describe_machine(str(dev)),
         "batch_size": a.batch_size,
         "amp": a.amp,
         "compile": bool(a.compile),

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -260,20 +259,6 @@ def time_interleaved(fns: dict[str, Any], image: np.ndarray, repeat: int) -> dic
     return out
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import os
-
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def to_markdown(res: dict[str, Any], argv: list[str] | None) -> str:
     """The benchmark as a Markdown section (tables of the measured numbers)."""
     names = list(res["detectors"])
@@ -382,8 +367,10 @@ def main(argv: list[str] | None = None) -> int:
             cache[k] = r.boxes(r.curve if which == "curve" else r.default, im)
         return cache[k]
 
+    from faceswap_pipeline.machine import describe_machine
+
     res: dict[str, Any] = {
-        "machine": machine() + (f", {torch.cuda.get_device_name()}" if a.device.startswith("cuda") else ", no GPU used"),
+        "machine": describe_machine(a.device),
         "threads": a.threads,
         "torch": torch.__version__,
         "set": {"images": len(items), "faces": int(sum(len(g) for g in gts))},

@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
 
-    from faceswap_pipeline.train.srresnet import machine_description, read_rgb, split_faces, split_scenes
+    from faceswap_pipeline.machine import describe_machine
+    from faceswap_pipeline.train.srresnet import read_rgb, split_faces, split_scenes
     from faceswap_pipeline.weights import load_model, model_entry
 
     device = torch.device(a.device)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     scale = int(model.scale)
     res: dict[str, Any] = {
         "model": a.name, "kwargs": model_entry(a.name, a.weights_dir).get("kwargs"), "scale": scale,
-        "device": str(device), "machine": machine_description(), "torch_threads": torch.get_num_threads(),
+        "device": str(device), "machine": describe_machine(str(device)), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "convention": f"PSNR/SSIM on Y (BT.601 studio swing), {scale}-px border crop, 8-bit outputs; "
                       "LR = antialiased bicubic /scale, 8-bit; "

@@ -37,7 +37,6 @@ import dataclasses
 import json
 import logging
 import os
-import platform
 import re
 import shlex
 import sys
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from faceswap_pipeline.archs.cyclegan import PatchDiscriminator, ResnetGenerator
+from faceswap_pipeline.machine import describe_machine
 
 log = logging.getLogger(__name__)
 
@@ -835,18 +835,6 @@ def build_trainer(cfg: CycleGANConfig) -> CycleGANTrainer:
 
 
 # -------------------------------------------------------------------------------------- export
-def _machine() -> str:
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    name = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            name = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return f"{name} CPU, {os.cpu_count()} cores, no GPU"
-
-
 def export(
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] = "weights",
@@ -904,7 +892,7 @@ def export(
                 "batch_size": int(cfg["batch_size"]),
                 "pairs_seen": int(ck["pairs_seen"]),
                 "wall_time_s": round(float(ck["wall_time_s"]), 1),
-                "machine": machine or _machine(),
+                "machine": machine or describe_machine(),
                 "seed": int(cfg["seed"]),
                 "config": cfg,
                 "identity_feature_net": feature_net or {},

@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass, fields
@@ -47,6 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceswap_pipeline.machine import describe_machine
 from faceswap_pipeline.ops.geometry import resize
 from faceswap_pipeline.train.splits import is_validation
 
@@ -256,21 +256,6 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def machine_description() -> str:
-    """A short description of this machine, e.g. ``"AMD EPYC, 2 cores, no GPU"``."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return f"{cpu}, {os.cpu_count()} cores, {gpu}"
-
-
 def train(cfg: SRConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with ``losses`` of the steps run here.
 
@@ -423,7 +408,7 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
             "steps": step,
             "batch_size": cfg.batch_size,
             "wall_time_s": round(elapsed, 1),
-            "machine": machine_description() + f", torch threads {torch.get_num_threads()}",
+            "machine": describe_machine(),
             "seed": cfg.seed,
         },
         "metrics": {f"val{cfg.val_faces}_{k}": round(v, 4) for k, v in (val or {}).items()},
