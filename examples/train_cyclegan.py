@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared CPU; 0 = torch's default)")
     p.add_argument("--select-m", default="gender=0,age>=18,age<=70,pad<=0.02")
     p.add_argument("--select-f", default="gender=1,age>=18,age<=70,pad<=0.02")
-    p.add_argument("--sheet", default="docs/cyclegan_m2f_contact_sheet.png", help="contact sheet written at export")
+    p.add_argument("--sheet", default="runs/cyclegan_m2f_contact_sheet.png", help="contact sheet written at export (made from training data: never commit it)")
     args, rest = p.parse_known_args(argv)
 
     from faceswap_pipeline.train import cyclegan
