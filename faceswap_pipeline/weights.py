@@ -97,6 +97,11 @@ def locate(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[Pat
     )
 
 
+def has_model(name: str, folder: str | os.PathLike[str] | None = None) -> bool:
+    """Whether any searched folder (see :func:`search_dirs`) has ``name`` in its manifest."""
+    return any(name in read_manifest(d) for d in search_dirs(folder))
+
+
 def model_entry(name: str, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The manifest entry of ``name`` (see :func:`locate`)."""
     return locate(name, folder)[1]

@@ -129,10 +129,10 @@ class SRUpscaler(ModelStage):
         """
         if name == RESIZE:
             return cls(RESIZE, device, batch_size, min_face, bf16=bf16)
-        from faceswap_pipeline.weights import load_model, read_manifest
+        from faceswap_pipeline.weights import has_model, load_model
 
         model = load_model(name, folder=weights_dir, device=device)
-        x2 = load_model(x2_name, folder=weights_dir, device=device) if x2_name and x2_name in read_manifest(weights_dir) else None
+        x2 = load_model(x2_name, folder=weights_dir, device=device) if x2_name and has_model(x2_name, weights_dir) else None
         return cls(model, device, batch_size, min_face, model_x2=x2, bf16=bf16)
 
     def scale_for(self, paste_size: float) -> int:
