@@ -282,6 +282,19 @@ def _normalise_exif(exif: bytes | None) -> bytes | None:
     return exif if len(exif) > len(_EXIF_HEADER) + 8 else None
 
 
+def _ifd0(exif: bytes) -> tuple[bytes, bytearray, str, int, int]:
+    """Locate IFD0 of a raw EXIF block: ``(header, mutable body, byte order, IFD0 offset, entry count)``.
+
+    Raises ``KeyError`` (unknown byte order) or ``struct.error`` (truncated block).
+    """
+    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
+    body = bytearray(exif[len(head) :])
+    order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
+    (ifd,) = struct.unpack_from(order + "I", body, 4)
+    (n,) = struct.unpack_from(order + "H", body, ifd)
+    return head, body, order, ifd, n
+
+
 def reset_exif_orientation(exif: bytes) -> bytes:
     """Set the orientation tag (0x0112) of an EXIF block to 1, leaving every other byte as is.
 
@@ -294,12 +307,8 @@ def reset_exif_orientation(exif: bytes) -> bytes:
     Returns:
         The patched block (same length, same header presence as the input).
     """
-    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
-    body = bytearray(exif[len(head) :])
     try:
-        order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
-        (ifd,) = struct.unpack_from(order + "I", body, 4)
-        (n,) = struct.unpack_from(order + "H", body, ifd)
+        head, body, order, ifd, n = _ifd0(exif)
         for i in range(n):
             off = ifd + 2 + 12 * i
             tag, typ, count = struct.unpack_from(order + "HHI", body, off)
@@ -313,12 +322,8 @@ def reset_exif_orientation(exif: bytes) -> bytes:
 
 def _unlink_next_ifds(exif: bytes) -> bytes:
     """Binary fallback: end the IFD chain after IFD0 (unlinks IFD1, the thumbnail)."""
-    head = _EXIF_HEADER if exif.startswith(_EXIF_HEADER) else b""
-    body = bytearray(exif[len(head) :])
     try:
-        order = {b"II": "<", b"MM": ">"}[bytes(body[:2])]
-        (ifd,) = struct.unpack_from(order + "I", body, 4)
-        (n,) = struct.unpack_from(order + "H", body, ifd)
+        head, body, order, ifd, n = _ifd0(exif)
         struct.pack_into(order + "I", body, ifd + 2 + 12 * n, 0)
     except (KeyError, struct.error):
         return exif
