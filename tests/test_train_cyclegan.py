@@ -219,6 +219,28 @@ def test_export_int8_roundtrip(tmp_path: Path) -> None:
     assert iio.imread(tmp_path / "sheet.png").shape[:2] == (2 * (32 + 2) + 2, 8 * (32 + 2) + 2)
 
 
+def test_warm_start_from_shipped_generators(tmp_path: Path) -> None:
+    from faceswap_pipeline.weights import load_state_dict
+
+    tr = _trainer(_cfg(tmp_path, n_steps=3, n_steps_decay=0, val_every=1))
+    tr.fit()
+    wdir = tmp_path / "weights"
+    cg.export(tmp_path / "run" / "last.pt", wdir, "int8", framing={"size": 32}, command="first run")
+    warm = _trainer(_cfg(tmp_path, n_steps=5, n_steps_decay=0, run_dir=str(tmp_path / "run2"), init_generators=str(wdir)))
+    warm.warm_start(warm.cfg.init_generators)
+    assert warm.step == 3 and warm.pairs_seen == 6 and warm.command == "first run"
+    assert [h["step"] for h in warm.history] == [h["step"] for h in tr.history]
+    state, _ = load_state_dict("cyclegan.female2male", wdir)
+    for k, v in warm.nets["G_f2m"].state_dict().items():
+        assert torch.equal(v, state[k].float()), k
+    # the discriminators were not loaded: they keep the fresh initialisation
+    assert not torch.equal(warm.nets["D_m"].state_dict()["model.0.weight"], tr.nets["D_m"].state_dict()["model.0.weight"])
+    logs: list[dict[str, float]] = []
+    out = warm.fit(on_log=logs.append)
+    assert out["step"] == 5 and out["pairs_seen"] == 10
+    assert logs and all(np.isfinite(r[k]) for r in logs for k in cg.LOSS_NAMES)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

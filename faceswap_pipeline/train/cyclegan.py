@@ -86,6 +86,10 @@ class CycleGANConfig:
     # networks (the seed's)
     ngf: int = 32
     n_blocks: int = 9
+    # warm start (no --resume): a weights folder whose cyclegan.male2female / female2male
+    # generators (and their manifest step count, wall time and target-rate history) seed the run;
+    # discriminators, optimisers and pools start fresh
+    init_generators: str = ""
     ndf: int = 64
     n_layers: int = 3
     image_size: int = 128
@@ -635,6 +639,30 @@ class CycleGANTrainer:
         }
         return out
 
+    def warm_start(self, folder: str | os.PathLike[str]) -> None:
+        """Initialise both generators from shipped weights (e.g. after a lost checkpoint).
+
+        Loads ``cyclegan.male2female`` -> ``G_m2f`` and ``cyclegan.female2male`` -> ``G_f2m``
+        (sha256-verified, int8 dequantised) and continues their bookkeeping: step count (so the
+        learning-rate schedule goes on where it was), pairs seen, wall time, target-rate history
+        and command chain from the manifest. Discriminators, Adam moments and image pools start
+        fresh: the first few hundred steps re-fit the discriminators.
+        """
+        from faceswap_pipeline.weights import load_state_dict
+
+        entries = []
+        for name, direction in (("G_m2f", "male2female"), ("G_f2m", "female2male")):
+            state, entry = load_state_dict(f"cyclegan.{direction}", folder)
+            self.nets[name].load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
+            entries.append(entry)
+        tr = entries[0].get("training", {})
+        self.step = int(tr.get("steps", 0))
+        self.pairs_seen = int(tr.get("pairs_seen", self.step))
+        self.wall_time_s = float(tr.get("wall_time_s", 0.0))
+        self.history = [dict(h) for h in tr.get("target_rate_history", [])]
+        self.command = str(tr.get("command", ""))
+        log.info("warm start from %s: generators at step %d, fresh discriminators/optimisers", folder, self.step)
+
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue bit-identically (weights_only-loadable)."""
@@ -1022,7 +1050,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("resumed %s at step %d", args.resume, trainer.step)
         trainer.command = f"{trainer.command} ; {launch}" if trainer.command else launch
     else:
-        trainer.command = launch
+        if cfg.init_generators:
+            trainer.warm_start(cfg.init_generators)
+        trainer.command = f"{trainer.command} ; {launch}" if trainer.command else launch
     summary = trainer.fit(max_steps=args.max_steps)
     if trainer.is_main:
         print(json.dumps(summary), flush=True)
