@@ -10,6 +10,7 @@ import torch
 from faceswap_pipeline.ops.geometry import SEED_RESCALE
 from faceswap_pipeline.pipeline import Pipeline
 from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
+from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD as VERIFY_THRESHOLD
 
 AUTO_GENDER = "auto-gender"
 DETECTORS = ("hog", "cascade")
@@ -95,6 +96,7 @@ def load_pipeline(
     batch_size: int = 16,
     feather: float = 0.12,
     detector_kwargs: dict[str, Any] | None = None,
+    verify_threshold: float | None = VERIFY_THRESHOLD,
 ) -> Pipeline:
     """The full face-swap pipeline from shipped weights.
 
@@ -110,6 +112,10 @@ def load_pipeline(
         batch_size: faces per network forward pass (faces of many images are batched together).
         feather: blending fall-off as a fraction of the face window's shorter side.
         detector_kwargs: options for the detector (see :func:`load_detector`).
+        verify_threshold: with the HOG detector, drop detections that the cascade's 48-net scores
+            below this face probability (:class:`~faceswap_pipeline.stages.verify.FaceVerifier`);
+            None or 0 keeps every detection. Not used with the cascade detector, whose last
+            stage is that net.
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``
@@ -132,7 +138,12 @@ def load_pipeline(
     if upscaler not in UPSCALERS:
         raise ValueError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
     rescale, size = model_framing(directions, weights_dir)
-    stages: list[Any] = [load_detector(detector, dev, weights_dir, **(detector_kwargs or {})), CropLetterbox(rescale, size)]
+    stages: list[Any] = [load_detector(detector, dev, weights_dir, **(detector_kwargs or {}))]
+    if verify_threshold and detector == "hog":
+        from faceswap_pipeline.stages.verify import FaceVerifier
+
+        stages.append(FaceVerifier.from_pretrained(verify_threshold, dev, weights_dir))
+    stages.append(CropLetterbox(rescale, size))
     if direction == AUTO_GENDER:
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser
 

@@ -40,6 +40,24 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-face", type=int, default=None, help="ignore faces smaller than this many pixels")
     p.add_argument("--threshold", type=float, default=None,
                    help="HOG: SVM score threshold (default 0, dlib's; 0.2 drops ~5%% of real faces), cascade: final-net probability")
+    p.add_argument("--verify-threshold", type=float, default=None,
+                   help="HOG: drop detections the cascade's 48-net scores below this face probability "
+                        f"(default {_verify_default()}; 0 keeps all)")
+
+
+def _verify_default() -> float:
+    from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD
+
+    return DEFAULT_THRESHOLD
+
+
+def _verify_threshold(a: argparse.Namespace) -> float:
+    """The face-verification threshold a command uses (0 = off; always off for the cascade)."""
+    if a.detector != "hog":
+        if a.verify_threshold:
+            raise SystemExit("--verify-threshold applies to --detector hog only (the cascade's last stage is the same net)")
+        return 0.0
+    return _verify_default() if a.verify_threshold is None else a.verify_threshold
 
 
 def _detector_kwargs(a: argparse.Namespace) -> dict:
@@ -124,6 +142,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, a.batch_size), feather=a.feather, detector_kwargs=_detector_kwargs(a),
+        verify_threshold=_verify_threshold(a),
     )
     log.info("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=a.batch_size, overwrite=a.overwrite, report=a.report, progress=not a.no_progress)
@@ -131,14 +150,29 @@ def cmd_run(a: argparse.Namespace) -> int:
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
-    from faceswap_pipeline.api import load_detector
+    from faceswap_pipeline.api import load_detector, resolve_device
     from faceswap_pipeline.folder import ItemResult, run_folder
 
     det = load_detector(a.detector, a.device, a.weights_dir, **_detector_kwargs(a))
+    threshold = _verify_threshold(a)
+    verifier = None
+    if threshold:
+        from faceswap_pipeline.stages.verify import FaceVerifier
+
+        verifier = FaceVerifier.from_pretrained(threshold, resolve_device(a.device), a.weights_dir)
+
+    def faces(image, dets):
+        if verifier is None:
+            return [d.to_dict() for d in dets]
+        probs = verifier.face_probs(image, [d.box for d in dets])
+        return [{**d.to_dict(), "face_prob": round(float(p), 4)} for d, p in zip(dets, probs) if p >= threshold]
 
     def process(items):
-        return [ItemResult(image=None, info={"faces": [d.to_dict() for d in dets], "n_faces": len(dets)})
-                for dets in det.detect_batch([it.rgb for it in items])]
+        out = []
+        for it, dets in zip(items, det.detect_batch([it.rgb for it in items])):
+            found = faces(it.rgb, dets)
+            out.append(ItemResult(image=None, info={"faces": found, "n_faces": len(found)}))
+        return out
 
     report = run_folder(a.input_dir, None, process, batch_size=a.batch_size, overwrite=a.overwrite,
                         report_path=a.output, write_outputs=False, progress=not a.no_progress)

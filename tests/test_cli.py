@@ -59,8 +59,15 @@ def test_detect_writes_boxes_json(photo_dir, tmp_path):
     boxes = tmp_path / "boxes.json"
     assert main(["detect", str(photo_dir), str(boxes), "--no-progress"]) == 1
     items = {os.path.basename(i["input"]): i for i in json.loads(boxes.read_text())["items"]}
-    (face,) = [f for f in items["astronaut.jpg"]["info"]["faces"] if f["score"] > 1]
-    assert face["box"] == [175.0, 76.0, 266.0, 167.0]
+    (face,) = items["astronaut.jpg"]["info"]["faces"]  # HOG's weak hit on the mission patch is verified away
+    assert face["box"] == [175.0, 76.0, 266.0, 167.0] and face["face_prob"] > 0.9
+    unverified = tmp_path / "unverified.json"
+    assert main(["detect", str(photo_dir), str(unverified), "--no-progress", "--verify-threshold", "0"]) == 1
+    items = {os.path.basename(i["input"]): i for i in json.loads(unverified.read_text())["items"]}
+    faces = items["astronaut.jpg"]["info"]["faces"]
+    assert len(faces) == 2 and faces[0]["box"] == face["box"] and "face_prob" not in faces[0]
+    with pytest.raises(SystemExit, match="hog only"):
+        main(["detect", str(photo_dir), str(unverified), "--detector", "cascade", "--verify-threshold", "0.5"])
 
 
 def test_weights_verify_and_missing_weights_message(tiny_weights, tmp_path, capsys):

@@ -97,7 +97,7 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
     pipe.process([bad, good])
     assert bad.error and bad.error.startswith("detect: ValueError")
     assert good.error is None and good.result is not None and len(good.faces) >= 1
-    assert set(good.timings) == {"detect", "crop", "translate", "upscale", "blend"}
+    assert set(good.timings) == {"detect", "verify", "crop", "translate", "upscale", "blend"}
 
 
 def test_refuses_to_run_without_trained_weights(tmp_path):
@@ -116,7 +116,7 @@ def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights):
     folder = tiny_weights  # has the tiny generators; the SR model comes from the shipped weights
     big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # face ~180 px: pasted above 128 px -> SR x4
     pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
-    assert [s.name for s in pipe.stages] == ["detect", "crop", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "translate", "upscale", "blend"]
     recs = pipe.process([ImageRecord(image=big), ImageRecord(image=astronaut[::2, ::2].copy())])
     (f_big,) = [f for f in recs[0].faces if f.detection.score > 1]
     assert f_big.actions == ["translate:male2female", "upscale:x4", "blend"]
@@ -141,7 +141,7 @@ def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weight
 
 def test_auto_gender_picks_the_direction_per_face(astronaut, tiny_weights):
     pipe = fp.load_pipeline("auto-gender", device="cpu", weights_dir=tiny_weights)  # attribute net: shipped
-    assert [s.name for s in pipe.stages] == ["detect", "crop", "classify", "direction", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "classify", "direction", "translate", "upscale", "blend"]
     _, faces = pipe(astronaut)
     face = max(faces, key=lambda f: f.detection.score)
     assert face.attributes["p_female"] > 0.5  # Eileen Collins
@@ -155,8 +155,8 @@ def test_shipped_generators_end_to_end(astronaut, direction):
 
     entry = model_entry(f"cyclegan.{direction}")
     assert entry["storage"] == "int8" and entry["kwargs"] == {"ngf": 32, "n_blocks": 9}
-    pipe = fp.load_pipeline(direction, device="cpu", detector_kwargs={"threshold": 0.5})
-    crop_stage = pipe.stages[1]
+    pipe = fp.load_pipeline(direction, device="cpu")  # defaults: HOG at 0 + the verifier drops the mission patch
+    (crop_stage,) = [s for s in pipe.stages if s.name == "crop"]
     assert list(crop_stage.rescale) == entry["framing"]["rescale"]
     out, (face,) = pipe(astronaut)
     x0, y0, x1, y1 = face.transform.box

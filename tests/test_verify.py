@@ -1,0 +1,53 @@
+"""The face verifier: the cascade's 48-net as a second opinion on HOG detections."""
+
+import numpy as np
+import pytest
+import torch
+
+import faceswap_pipeline as fp
+from faceswap_pipeline.stages.detect_cascade import apply_framing
+from faceswap_pipeline.stages.detect_hog import HogDetector
+from faceswap_pipeline.stages.verify import FaceVerifier, cascade_window
+from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
+
+
+def test_cascade_window_inverts_the_framing_transform():
+    framing = {"ax": 0.03, "ay": -0.05, "sw": 1.2, "sh": 1.2}
+    window = torch.tensor([[10.0, 20.0, 70.0, 80.0], [-5.0, 3.0, 45.0, 53.0]])
+    hog_boxes = apply_framing(window, framing)
+    back = torch.tensor([cascade_window(tuple(b.tolist()), framing) for b in hog_boxes])
+    torch.testing.assert_close(back, window)
+    # a non-square box becomes the square of its longer side, same centre
+    x0, y0, x1, y1 = cascade_window((0, 0, 40, 60), {"ax": 0, "ay": 0, "sw": 1, "sh": 1})
+    assert (x1 - x0, y1 - y0, (x0 + x1) / 2, (y0 + y1) / 2) == (60, 60, 20, 30)
+
+
+def test_keeps_the_astronaut_and_drops_the_mission_patch(astronaut):
+    dets = HogDetector(threshold=-0.5).detect(astronaut)  # the face, the patch (0.12) and a weaker one
+    assert len(dets) >= 2 and dets[0].score > 1
+    ver = FaceVerifier.from_pretrained(device="cpu")
+    probs = ver.face_probs(astronaut, [d.box for d in dets])
+    assert probs.shape == (len(dets),) and probs.dtype == np.float32
+    assert probs[0] > 0.9 and np.all(probs[1:] < ver.threshold)
+    rec = ImageRecord(image=astronaut, faces=[FaceRecord(detection=d) for d in dets])
+    (kept,) = ver([rec])[0].faces
+    assert kept.detection == dets[0] and kept.attributes["face_prob"] == pytest.approx(float(probs[0]))
+
+
+def test_threshold_zero_keeps_everything_and_bad_thresholds_fail(astronaut):
+    ver = FaceVerifier.from_pretrained(threshold=0.0, device="cpu")
+    dets = [Detection((0.0, 0.0, 50.0, 50.0), 0.1), Detection((175.0, 76.0, 266.0, 167.0), 1.2)]
+    rec = ver([ImageRecord(image=astronaut, faces=[FaceRecord(detection=d) for d in dets])])[0]
+    assert len(rec.faces) == 2 and all("face_prob" in f.attributes for f in rec.faces)
+    assert ver.face_probs(astronaut, []).shape == (0,)
+    with pytest.raises(ValueError, match="threshold"):
+        FaceVerifier.from_pretrained(threshold=1.5)
+
+
+def test_pipeline_verifies_hog_detections_only(tiny_weights):
+    hog = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)
+    assert [s.name for s in hog.stages][:3] == ["detect", "verify", "crop"]
+    off = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=None)
+    assert "verify" not in [s.name for s in off.stages]
+    cascade = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)
+    assert "verify" not in [s.name for s in cascade.stages]
