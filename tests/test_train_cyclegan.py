@@ -235,6 +235,13 @@ def test_warm_start_from_shipped_generators(tmp_path: Path) -> None:
         assert torch.equal(v, state[k].float()), k
     # the discriminators were not loaded: they keep the fresh initialisation
     assert not torch.equal(warm.nets["D_m"].state_dict()["model.0.weight"], tr.nets["D_m"].state_dict()["model.0.weight"])
+    g_before = {k: v.clone() for k, v in warm.nets["G_m2f"].state_dict().items()}
+    d_before = {k: v.clone() for k, v in warm.nets["D_f"].state_dict().items()}
+    d_losses = warm.warmup_discriminators(2)
+    assert set(d_losses) == {"D_m", "D_f"} and all(np.isfinite(v) for v in d_losses.values())
+    assert warm.step == 3 and warm.pairs_seen == 6  # warm-up steps are not training steps
+    assert all(torch.equal(v, g_before[k]) for k, v in warm.nets["G_m2f"].state_dict().items())
+    assert any(not torch.equal(v, d_before[k]) for k, v in warm.nets["D_f"].state_dict().items())
     logs: list[dict[str, float]] = []
     out = warm.fit(on_log=logs.append)
     assert out["step"] == 5 and out["pairs_seen"] == 10
