@@ -692,6 +692,8 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     p.add_argument("--dev-faces", type=int, default=CascadeTrainConfig.dev_faces)
     p.add_argument("--max-nonface", type=int, default=0, help="use only this many non-face photos (0: all; smoke tests)")
     p.add_argument("--framing-faces", type=int, default=CascadeTrainConfig.framing_faces, help="UTK chips used to fit the HOG framing")
+    p.add_argument("--rot-prob", type=float, default=CascadeTrainConfig.rot_prob, help="fraction of face chips rotated uniformly in +-rot-max (the rest: +-5 degrees)")
+    p.add_argument("--rot-max", type=float, default=CascadeTrainConfig.rot_max, help="largest in-plane rotation of the face chips (degrees)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every net's step count (smoke tests: 0.01)")
     p.add_argument("--config", default=None, help="JSON file of CascadeTrainConfig fields (flags override)")
     a = p.parse_args(argv)
@@ -704,6 +706,7 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     cfg.utk, cfg.nonface, cfg.out, cfg.weights_dir, cfg.export = a.utk, a.nonface, a.out, a.weights_dir, a.export
     cfg.seed, cfg.threads, cfg.max_minutes, cfg.n_faces, cfg.dev_faces = a.seed, a.threads, a.max_minutes, a.n_faces, a.dev_faces
     cfg.max_nonface, cfg.framing_faces = a.max_nonface, a.framing_faces
+    cfg.rot_prob, cfg.rot_max = a.rot_prob, a.rot_max
     total = sum(cfg.minutes.values())
     cfg.minutes = {k: v * cfg.max_minutes / total for k, v in cfg.minutes.items()}
     cfg.steps = {k: max(1, int(round(v * a.steps_scale))) for k, v in cfg.steps.items()}
