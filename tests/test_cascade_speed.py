@@ -140,3 +140,22 @@ def test_detector_speed_options_agree():
     assert all(0.0 <= d.score <= 1.0 for d in half.detect(img))
     with pytest.raises(ValueError):
         CascadeDetector(precision="fp8")
+
+
+def test_threshold_strata_keeps_recall_in_every_stratum():
+    from faceswap_pipeline.train.cascade import threshold_for_recall, threshold_for_recall_strata
+
+    g = torch.Generator().manual_seed(0)
+    angle = torch.cat([torch.zeros(200), torch.full((200,), 18.0), torch.full((200,), -35.0)])
+    # upright faces are sure (0.8-1.0), rotated ones less so (0.3-1.0 and 0.1-1.0)
+    p = torch.cat([0.8 + 0.2 * torch.rand(200, generator=g), 0.3 + 0.7 * torch.rand(200, generator=g), 0.1 + 0.9 * torch.rand(200, generator=g)])
+    t, per = threshold_for_recall_strata(p, angle, 0.95, (10.0, 25.0))
+    assert set(per) == {"0-10", "10-25", "25-inf"}
+    assert t == min(per.values()) == per["25-inf"]
+    for lo, hi in ((0, 10), (10, 25), (25, 1e9)):
+        m = (angle.abs() >= lo) & (angle.abs() < hi)
+        assert float((p[m] > t).float().mean()) >= 0.95
+    assert t <= threshold_for_recall(p, 0.95)  # never stricter than the pooled threshold
+    # strata too small are ignored; none left -> pooled
+    t2, per2 = threshold_for_recall_strata(p[:30], angle[:30], 0.95, (10.0,), min_count=50)
+    assert per2 == {} and t2 == threshold_for_recall(p[:30], 0.95)
