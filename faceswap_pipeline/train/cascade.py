@@ -91,6 +91,7 @@ class CascadeTrainConfig:
     pos_fraction: float = 0.35
     recall: tuple[float, float, float] = (0.99, 0.98, 0.95)
     threshold_strata: tuple[float, ...] = ()
+    threshold_strata_levels: tuple[int, ...] = (12, 24, 48)
     mine_min_face: float = 24.0
     max_mined: int = 40000
     framing_faces: int = 400
@@ -578,7 +579,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     strata: dict[str, dict[str, float]] = {}
 
     def level_threshold(pdev: torch.Tensor, level: int) -> float:
-        if cfg.threshold_strata and "dev_pos_angle" in S:
+        if cfg.threshold_strata and "dev_pos_angle" in S and (12, 24, 48)[level] in tuple(cfg.threshold_strata_levels):
             t, per = threshold_for_recall_strata(pdev, S["dev_pos_angle"], cfg.recall[level], tuple(cfg.threshold_strata))
             strata[("12net", "24net", "48net")[level]] = {k: round(v, 4) for k, v in per.items()}
             return t
@@ -729,6 +730,7 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     p.add_argument("--rot-prob", type=float, default=CascadeTrainConfig.rot_prob, help="fraction of face chips rotated uniformly in +-rot-max (the rest: +-5 degrees)")
     p.add_argument("--rot-max", type=float, default=CascadeTrainConfig.rot_max, help="largest in-plane rotation of the face chips (degrees)")
     p.add_argument("--threshold-strata", default="", help="comma-separated |rotation| edges in degrees (e.g. 10,25): each level's threshold keeps its recall target in every rotation stratum of the dev faces (default: pooled)")
+    p.add_argument("--threshold-strata-levels", default="12,24,48", help="cascade levels whose threshold is stratified (the others: pooled)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every net's step count (smoke tests: 0.01)")
     p.add_argument("--config", default=None, help="JSON file of CascadeTrainConfig fields (flags override)")
     a = p.parse_args(argv)
@@ -744,6 +746,7 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     cfg.rot_prob, cfg.rot_max = a.rot_prob, a.rot_max
     if a.threshold_strata:
         cfg.threshold_strata = tuple(float(x) for x in a.threshold_strata.split(","))
+    cfg.threshold_strata_levels = tuple(int(x) for x in a.threshold_strata_levels.split(","))
     total = sum(cfg.minutes.values())
     cfg.minutes = {k: v * cfg.max_minutes / total for k, v in cfg.minutes.items()}
     cfg.steps = {k: max(1, int(round(v * a.steps_scale))) for k, v in cfg.steps.items()}
