@@ -612,7 +612,8 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report["members"]["12cal"] = {**info, "dev_acc": round(cal_accuracy(nets["12cal"], S["dev_cal12"], S["dev_cal_label"]), 4)}
     log.info("12: %s", report["members"])
 
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")})
+    # mining, held-out false positives and the framing fit run in float32 on every machine
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")}, precision="fp32")
     mined = mine(det, bgs, 1, (24,), cfg.max_mined, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
     # ---- level 24
     neg24 = torch.cat([mined[24], S["nf_neg24"], S["face_neg24"]])
@@ -625,7 +626,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report["members"]["24cal"] = {**info, "dev_acc": round(cal_accuracy(nets["24cal"], S["dev_cal24"], S["dev_cal_label"]), 4)}
     log.info("24: %s", report["members"])
 
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")})
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")}, precision="fp32")
     mined = mine(det, bgs, 2, (48,), cfg.max_mined, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
     # ---- level 48
     neg48 = torch.cat([mined[48], S["nf_neg48"], S["face_neg48"]])
@@ -642,7 +643,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
         report["threshold_strata"] = strata
 
     # ---- whole-cascade metrics: false positives on held-out non-face photos
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets=nets)
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets=nets, precision="fp32")
     fp, n_img = 0, 0
     with torch.inference_mode():
         for p in nf_hold:
@@ -653,7 +654,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report["heldout_nonface_images"] = n_img
     # ---- framing (on train-split chips not used as dev)
     fr_files = [files[i] for i in perm[cfg.dev_faces : cfg.dev_faces + cfg.framing_faces]]
-    det_f = CascadeDetector(min_face=60, thresholds=thresholds, nets=nets, framing={"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0})
+    det_f = CascadeDetector(min_face=60, thresholds=thresholds, nets=nets, framing={"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0}, precision="fp32")
     framing = fit_framing(det_f, fr_files, bgs, cfg, cfg.seed + 30)
     report["framing"] = framing
     report["wall_time_s"] = round(time.time() - t_start, 1)
