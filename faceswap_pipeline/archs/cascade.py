@@ -16,6 +16,8 @@ cell ``(i, j)`` equals the net applied to the window ``[2i, 2i + 12) x [2j, 2j +
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -210,6 +212,7 @@ class FusedCascadeNet(CascadeNet):
         return y
 
 
+@functools.lru_cache(maxsize=1)
 def native_bf16() -> bool:
     """Whether this CPU has native bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
 
