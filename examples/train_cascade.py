@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--export", action="store_true", help="write the weights into weights/ and the manifest")
     p.add_argument("--weights-dir", default=None, help="export here instead of the repository's weights/")
+    p.add_argument("--rot-prob", type=float, default=None, help="fraction of faces rotated in +-rot-max (trainer default 0.5)")
+    p.add_argument("--rot-max", type=float, default=None, help="largest in-plane rotation, degrees (trainer default 30)")
+    p.add_argument("--threshold-strata", default=None, help="|rotation| stratum edges for the thresholds, e.g. 10,25 (default: pooled)")
+    p.add_argument("--threshold-strata-levels", default=None, help="levels with stratified thresholds, e.g. 12,24")
     a = p.parse_args(argv)
 
     from faceswap_pipeline.train.cascade import main as train_main
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         args.append("--export")
     if a.weights_dir:
         args += ["--weights-dir", a.weights_dir]
+    for flag, v in (("--rot-prob", a.rot_prob), ("--rot-max", a.rot_max), ("--threshold-strata", a.threshold_strata), ("--threshold-strata-levels", a.threshold_strata_levels)):
+        if v is not None:
+            args += [flag, str(v)]
     return train_main(args)
 
 

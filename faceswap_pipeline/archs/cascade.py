@@ -16,6 +16,8 @@ cell ``(i, j)`` equals the net applied to the window ``[2i, 2i + 12) x [2j, 2j +
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import nn
 
@@ -179,28 +181,63 @@ class SlicedMaxPool2d(nn.Module):
 
 
 class FusedCascadeNet(CascadeNet):
-    """Inference-only form of a cascade net (see :func:`fuse`): same outputs, fewer passes."""
+    """Inference-only form of a cascade net (see :func:`fuse`): same outputs, fewer passes.
 
-    def __init__(self, body: nn.Sequential, size: int, n_out: int) -> None:
+    With ``channels_last`` the weights and the input are laid out NHWC: PyTorch's CPU (oneDNN)
+    convolutions are several times faster that way on these 3-channel inputs (measured: the
+    24-net's 5x5 conv on 247 windows 19 ms -> 5.5 ms, one thread).
+    """
+
+    def __init__(self, body: nn.Sequential, size: int, n_out: int, channels_last: bool = False) -> None:
         super().__init__()
         self.body = body
         self.size, self.n_out = size, n_out
+        self.channels_last = bool(channels_last)
+        if self.channels_last:
+            self.body.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape: as the unfused net; input (B, 3, S, S) float32 in [0, 1]."""
-        y = self.body(x)
+        """Shape: as the unfused net; input (B, 3, S, S) float32 in [0, 1]; output float32 logits.
+
+        If the net was cast to another dtype (e.g. ``.to(torch.bfloat16)``), the input is cast to it
+        and the logits back to float32.
+        """
+        dtype = self.body[0].weight.dtype
+        x = x.to(dtype)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = self.body(x).float()
         if y.shape[-1] == 1 and y.shape[-2] == 1:
             return y.flatten(1)
         return y
 
 
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU has native bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
+
+    Read from ``/proc/cpuinfo`` (Linux); False elsewhere. Without them oneDNN emulates bf16 and it
+    is no faster than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 @torch.no_grad()
-def fuse(net: CascadeNet) -> FusedCascadeNet:
+def fuse(net: CascadeNet, channels_last: bool = False) -> FusedCascadeNet:
     """Fold the input normalisation and every eval-mode BatchNorm into the convolutions.
 
     Dropout is dropped and ``ReLU -> MaxPool`` becomes ``MaxPool -> ReLU`` (equal, as ReLU is
     monotonic, and cheaper on the smaller map), the pooling a :class:`SlicedMaxPool2d`. Outputs equal the net's in eval mode up to float
     rounding. The result is for inference only (no BatchNorm statistics to train).
+    ``channels_last``: run NHWC (see :class:`FusedCascadeNet`; same values up to float rounding).
     """
     layers = list(net.body)
     out: list[nn.Module] = []
@@ -237,7 +274,7 @@ def fuse(net: CascadeNet) -> FusedCascadeNet:
         else:
             out.append(m)
         i += 1
-    return FusedCascadeNet(nn.Sequential(*out), net.size, net.n_out).eval()
+    return FusedCascadeNet(nn.Sequential(*out), net.size, net.n_out, channels_last).eval()
 
 
 NETS = {
@@ -250,4 +287,4 @@ NETS = {
 }
 """Cascade member -> registered architecture name (weights are ``cascade.<member>``)."""
 
-__all__ = ["NETS", "FusedCascadeNet", "SlicedMaxPool2d", "fuse", "Cal12", "Cal24", "Cal48", "CascadeNet", "Net12", "Net24", "Net48"]
+__all__ = ["NETS", "FusedCascadeNet", "SlicedMaxPool2d", "fuse", "native_bf16", "Cal12", "Cal24", "Cal48", "CascadeNet", "Net12", "Net24", "Net48"]

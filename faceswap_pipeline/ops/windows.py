@@ -97,27 +97,34 @@ def crop_windows(
         size: output side.
 
     Returns:
-        ``(N, C, size, size)`` windows, same dtype as the pyramid.
+        ``(N, C, size, size)`` windows, same dtype as the pyramid (possibly a non-contiguous view).
     """
     base = pyramid[0]
     n = boxes.shape[0]
     c = base.shape[1]
-    out = base.new_zeros((n, c, size, size))
     if n == 0:
-        return out
+        return base.new_zeros((0, c, size, size))
     side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]).clamp_min(1e-6)
     lvl = torch.floor(torch.log2(side / size)).clamp(0, len(pyramid) - 1).to(torch.long)
     t = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size  # (S,)
-    for L in torch.unique(lvl).tolist():
-        sel = torch.nonzero(lvl == L).squeeze(1)
+    levels = torch.unique(lvl).tolist()
+    out: torch.Tensor | None = None
+    for L in levels:
+        single = len(levels) == 1
+        sel = None if single else torch.nonzero(lvl == L).squeeze(1)
         img = pyramid[L]
-        _, _, h, w = img.shape
         f = 2.0**L
-        b = boxes[sel] / f
+        b = (boxes if single else boxes[sel]) / f
         # sample centres in level pixel-index space (pixel centres at integers)
         xs = b[:, 0:1] + t[None] * (b[:, 2:3] - b[:, 0:1]) - 0.5  # (n, S)
         ys = b[:, 1:2] + t[None] * (b[:, 3:4] - b[:, 1:2]) - 0.5
-        out[sel] = _bilinear(img, image_index[sel], xs, ys)
+        win = _bilinear(img, image_index if single else image_index[sel], xs, ys)
+        if single:
+            return win
+        if out is None:
+            out = base.new_empty((n, c, size, size))
+        out[sel] = win
+    assert out is not None
     return out
 
 
@@ -126,19 +133,28 @@ def _bilinear(img: torch.Tensor, idx: torch.Tensor, xs: torch.Tensor, ys: torch.
 
     One ``grid_sample`` call: the windows of each image are stacked along the grid's height, and
     images with fewer windows are padded with off-image points (sampled as zeros, then dropped).
+    When every window comes from one image (a single photo), no padding or regrouping is needed
+    and the result is a strided view of the sampled block (no copy).
     """
     bsz, c, h, w = img.shape
     n, s = xs.shape
+    gx = 2 * (xs + 0.5) / w - 1  # (n, S) columns
+    gy = 2 * (ys + 0.5) / h - 1  # (n, S) rows
+    if bsz == 1 or bool((idx == idx[0]).all()):
+        src = img[int(idx[0]) : int(idx[0]) + 1] if bsz > 1 else img
+        grid = img.new_empty((n, s, s, 2))
+        grid[..., 0] = gx[:, None, :].to(img.dtype)
+        grid[..., 1] = gy[:, :, None].to(img.dtype)
+        out = torch.nn.functional.grid_sample(src, grid.view(1, n * s, s, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
+        return out.view(c, n, s, s).transpose(0, 1)
     counts = torch.bincount(idx, minlength=bsz)
     m = int(counts.max())
     order = torch.argsort(idx, stable=True)
     starts = torch.cumsum(counts, 0) - counts
     slot = torch.empty_like(idx)
     slot[order] = torch.arange(n, device=idx.device) - starts[idx[order]]
-    gx = (2 * (xs + 0.5) / w - 1)[:, None, :].expand(n, s, s)  # (n, S rows, S cols)
-    gy = (2 * (ys + 0.5) / h - 1)[:, :, None].expand(n, s, s)
     grid = img.new_full((bsz, m, s, s, 2), -4.0)  # off-image -> zeros
-    grid[idx, slot] = torch.stack([gx, gy], -1).to(img.dtype)
+    grid[idx, slot] = torch.stack([gx[:, None, :].expand(n, s, s), gy[:, :, None].expand(n, s, s)], -1).to(img.dtype)
     out = torch.nn.functional.grid_sample(img, grid.view(bsz, m * s, s, 2), mode="bilinear", padding_mode="zeros", align_corners=False)
     return out.view(bsz, c, m, s, s).permute(0, 2, 1, 3, 4)[idx, slot]
 

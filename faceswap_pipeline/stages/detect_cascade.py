@@ -112,6 +112,7 @@ def scan12(
     threshold: float,
     max_face: float | None = None,
     peaks: int = 5,
+    octaves: list[torch.Tensor] | None = None,
 ) -> tuple[Candidates, torch.Tensor]:
     """Run the 12-net fully convolutionally over the pyramid of every image.
 
@@ -119,6 +120,9 @@ def scan12(
     ``peaks`` > 1, only cells that are local maxima of the probability map over a ``peaks`` x
     ``peaks`` neighbourhood are kept (grid NMS within a level: windows 1 cell = 2 level pixels
     apart overlap by IoU 0.71, 2 cells apart by 0.5).
+
+    ``octaves``: ``octave_pyramid(batch, min_side=6)`` if already computed (used when all images
+    of the batch have the batch's size, e.g. a single image).
 
     Returns:
         ``(candidates, level)``: windows with face probability > ``threshold`` and their pyramid
@@ -131,13 +135,15 @@ def scan12(
     imgs, boxes, scores, levels = [], [], [], []
     for (h, w), members in groups.items():
         idx = torch.tensor(members, dtype=torch.long, device=dev)
-        stack = batch[idx, :, :h, :w]
-        octaves = octave_pyramid(stack, min_side=6)
+        if octaves is not None and len(members) == batch.shape[0] and (h, w) == tuple(batch.shape[-2:]):
+            group_octaves = octaves
+        else:
+            group_octaves = octave_pyramid(batch[idx, :, :h, :w], min_side=6)
         for k, s in enumerate(pyramid_scales(h, w, min_face, 12, factor, max_face)):
             lh, lw = level_shape(h, w, s)
             if min(lh, lw) < 12:
                 continue
-            prob = net12.face_prob(level_from_octaves(octaves, (lh, lw), (h, w)))  # (b, h', w')
+            prob = net12.face_prob(level_from_octaves(group_octaves, (lh, lw), (h, w)))  # (b, h', w')
             if prob.dim() == 1:  # a 1 x 1 map comes back flattened
                 prob = prob[:, None, None]
             keep = prob > threshold
@@ -167,27 +173,37 @@ def refine(
     cal_floor: float,
     cal_before_nms: bool = True,
 ) -> Candidates:
-    """One cascade level on candidate windows: classify, threshold, calibrate, NMS per image."""
+    """One cascade level on candidate windows: classify, threshold, calibrate, NMS per image.
+
+    The windows are cropped once: the calibration net sees the same crops as the detection net
+    (the boxes do not move between the two), so they are indexed, not cropped again.
+    """
     if len(cand) == 0:
         return cand
+    crops: torch.Tensor | None = None
     if net is not None:
         crops = crop_windows(pyramid, cand.image, cand.boxes, size)
         p = _chunked(net, crops, "face_prob")
         keep = torch.nonzero(p > threshold).squeeze(1)
         cand = Candidates(cand.image[keep], cand.boxes[keep], p[keep])
+        crops = crops[keep]
         if len(cand) == 0:
             return cand
     if cal is not None and cal_before_nms:
-        cand = _calibrate(cal, pyramid, cand, size, cal_floor)
+        cand = _calibrate(cal, pyramid, cand, size, cal_floor, crops)
+        crops = None  # the boxes moved
     if nms_iou is not None:
-        cand = cand.take(batched_nms(cand.boxes, cand.scores, cand.image, nms_iou))
+        idx = batched_nms(cand.boxes, cand.scores, cand.image, nms_iou)
+        cand = cand.take(idx)
+        crops = None if crops is None else crops[idx]
     if cal is not None and not cal_before_nms:
-        cand = _calibrate(cal, pyramid, cand, size, cal_floor)
+        cand = _calibrate(cal, pyramid, cand, size, cal_floor, crops)
     return cand
 
 
-def _calibrate(cal: nn.Module, pyramid: list[torch.Tensor], cand: Candidates, size: int, floor: float) -> Candidates:
-    crops = crop_windows(pyramid, cand.image, cand.boxes, size)
+def _calibrate(cal: nn.Module, pyramid: list[torch.Tensor], cand: Candidates, size: int, floor: float, crops: torch.Tensor | None = None) -> Candidates:
+    if crops is None:
+        crops = crop_windows(pyramid, cand.image, cand.boxes, size)
     probs = _chunked(cal, crops, "probs")
     return Candidates(cand.image, calibrate(cand.boxes, probs, floor), cand.scores)
 
@@ -228,6 +244,13 @@ class CascadeDetector(DetectorStage):
         fuse: fold BatchNorm and input normalisation into the convolutions (same outputs, faster).
         peaks: grid-NMS neighbourhood of the 12-net scan (keep cells that are the maximum of their
             ``peaks`` x ``peaks`` neighbourhood within a level; 1 disables it).
+        channels_last: run the fused nets in NHWC layout (faster oneDNN convolutions on CPU; same
+            outputs up to float rounding). Only with ``fuse``.
+        precision: arithmetic of the 24- and 48-level nets (the 12-net scan is always float32):
+            ``"fp32"``, ``"bf16"`` (bfloat16 weights and activations, float32 softmax; about
+            twice as fast on CPUs with native bf16, probabilities within ~0.02 of float32) or
+            ``"auto"``: bf16 on a CPU with native bf16 instructions (AVX512-BF16 / AMX), with
+            ``fuse``, else fp32. Only fused nets are cast.
 
     ``detect(image)`` takes ``(H, W, 3)`` uint8 RGB (or greyscale ``(H, W)``) and returns
     :class:`Detection` boxes ``(x0, y0, x1, y1)`` in source pixels, HOG framing, score = 48-net
@@ -255,6 +278,8 @@ class CascadeDetector(DetectorStage):
         weights_dir: str | None = None,
         fuse: bool = True,
         peaks: int = 5,
+        channels_last: bool = True,
+        precision: str = "auto",
     ) -> None:
         if mode not in ("cascade", "sliding"):
             raise ValueError(f"mode must be 'cascade' or 'sliding', not {mode!r}")
@@ -275,6 +300,10 @@ class CascadeDetector(DetectorStage):
         self.weights_dir = weights_dir
         self.fuse = bool(fuse)
         self.peaks = int(peaks)
+        self.channels_last = bool(channels_last)
+        if precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"precision must be 'auto', 'fp32' or 'bf16', not {precision!r}")
+        self.precision = precision
         self._framing = framing
         self.meta: dict[str, Any] = {}
         self.nets: dict[str, nn.Module] | None = None
@@ -309,8 +338,21 @@ class CascadeDetector(DetectorStage):
                 continue
             v = v.eval()
             if self.fuse and isinstance(v, CascadeNet) and any(isinstance(m, nn.BatchNorm2d) for m in v.modules()):
-                v = fuse(v)
+                v = fuse(v, channels_last=self.channels_last)
+                if k[:2] in ("24", "48") and self.window_dtype == torch.bfloat16:
+                    v = v.to(torch.bfloat16)
             self.nets[k] = v.to(self.device).eval()
+
+    @property
+    def window_dtype(self) -> torch.dtype:
+        """dtype of the fused 24/48-level nets (see ``precision``)."""
+        if self.precision == "bf16":
+            return torch.bfloat16
+        if self.precision == "auto" and self.device.type == "cpu":
+            from faceswap_pipeline.archs.cascade import native_bf16
+
+            return torch.bfloat16 if native_bf16() else torch.float32
+        return torch.float32
 
     def _ensure(self) -> dict[str, nn.Module]:
         if self.nets is None:
@@ -366,8 +408,10 @@ class CascadeDetector(DetectorStage):
         if self.mode == "sliding":
             return self._sliding(nets, batch, shapes)
         t12, t24, t48 = self.thresholds
-        cand, _ = scan12(nets["12net"], batch, shapes, self.min_face, self.factor, t12, self.max_face, self.peaks)
-        pyr = octave_pyramid(batch)
+        oct6 = octave_pyramid(batch, min_side=6)
+        cand, _ = scan12(nets["12net"], batch, shapes, self.min_face, self.factor, t12, self.max_face, self.peaks, oct6)
+        # octave_pyramid(batch) (min_side 8) is a prefix of the min_side 6 one: no second pass
+        pyr = [oct6[0]] + [lv for lv in oct6[1:] if min(lv.shape[-2:]) >= 8]
         cand = refine(None, nets.get("12cal"), pyr, cand, 12, 0.0, self.nms[0], self.cal_floor)
         if stages >= 2:
             cand = refine(nets.get("24net"), nets.get("24cal"), pyr, cand, 24, t24, self.nms[1], self.cal_floor)

@@ -90,6 +90,8 @@ class CascadeTrainConfig:
     weight_decay: float = 1e-4
     pos_fraction: float = 0.35
     recall: tuple[float, float, float] = (0.99, 0.98, 0.95)
+    threshold_strata: tuple[float, ...] = ()
+    threshold_strata_levels: tuple[int, ...] = (12, 24, 48)
     mine_min_face: float = 24.0
     max_mined: int = 40000
     framing_faces: int = 400
@@ -234,7 +236,7 @@ def face_samples(files: list[Path], bgs: list[torch.Tensor], cfg: CascadeTrainCo
     chunk = 128
     t0 = time.time()
     for start in range(0, len(files), chunk):
-        canv, faces = [], []
+        canv, faces, angles = [], [], []
         for p in files[start : start + chunk]:
             chip = _to_tensor(read_rgb(p))
             if rng.random() < 0.5:
@@ -248,6 +250,7 @@ def face_samples(files: list[Path], bgs: list[torch.Tensor], cfg: CascadeTrainCo
             c, fb = composite(chip, bg, window, cfg.face_px, cfg.canvas, ang, off, rng)  # type: ignore[arg-type]
             canv.append(c)
             faces.append(fb)
+            angles.append(ang)
         C = torch.stack(canv)
         FB = torch.stack(faces)
         n = C.shape[0]
@@ -265,6 +268,7 @@ def face_samples(files: list[Path], bgs: list[torch.Tensor], cfg: CascadeTrainCo
             for s, t in _crop_all(C, ii, bb).items():
                 out.setdefault(f"{key}{s}", []).append(t)
         out.setdefault("cal_label", []).append(cl)
+        out.setdefault("pos_angle", []).append(torch.tensor(angles, dtype=torch.float32)[pi])
         if (start // chunk) % 20 == 0:
             log.info("face samples %d/%d (%.0f s)", start + n, len(files), time.time() - t0)
     return {k: torch.cat(v) for k, v in out.items()}
@@ -437,6 +441,25 @@ def threshold_for_recall(p: torch.Tensor, recall: float) -> float:
     return float(max(0.01, min(0.99, float(q) - 1e-4)))
 
 
+def threshold_for_recall_strata(p: torch.Tensor, angle: torch.Tensor, recall: float, edges: tuple[float, ...], min_count: int = 20) -> tuple[float, dict[str, float]]:
+    """Largest threshold keeping ``recall`` of the positives of *every* rotation stratum.
+
+    Strata are ``|angle|`` in ``[0, e1), [e1, e2), ..., [e_last, inf)`` (degrees); strata with
+    fewer than ``min_count`` positives are ignored. Returns the threshold (the smallest of the
+    per-stratum ones, so no orientation keeps less than ``recall``) and the per-stratum thresholds.
+    """
+    bounds = [0.0, *(float(e) for e in edges), float("inf")]
+    a = angle.abs()
+    per: dict[str, float] = {}
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        m = (a >= lo) & (a < hi)
+        if int(m.sum()) >= min_count:
+            per[f"{lo:g}-{hi:g}"] = threshold_for_recall(p[m], recall)
+    if not per:
+        return threshold_for_recall(p, recall), per
+    return min(per.values()), per
+
+
 # --------------------------------------------------------------------------------------------
 # HOG framing
 # --------------------------------------------------------------------------------------------
@@ -553,6 +576,14 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report: dict[str, Any] = {"members": {}}
     prev = json.loads((out / "report.json").read_text()).get("members", {}) if (out / "report.json").is_file() else {}
     thresholds = [0.5, 0.5, 0.5]
+    strata: dict[str, dict[str, float]] = {}
+
+    def level_threshold(pdev: torch.Tensor, level: int) -> float:
+        if cfg.threshold_strata and "dev_pos_angle" in S and (12, 24, 48)[level] in tuple(cfg.threshold_strata_levels):
+            t, per = threshold_for_recall_strata(pdev, S["dev_pos_angle"], cfg.recall[level], tuple(cfg.threshold_strata))
+            strata[("12net", "24net", "48net")[level]] = {k: round(v, 4) for k, v in per.items()}
+            return t
+        return threshold_for_recall(pdev, cfg.recall[level])
 
     def ckpt(m: str) -> Path:
         return out / "ckpt" / f"{m}.pt"
@@ -574,42 +605,45 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     # ---- level 12
     info = fit("12net", {"pos": S["face_pos12"], "neg": torch.cat([S["nf_neg12"], S["face_neg12"]])}, cfg.seed + 10)
     pdev = dev_face_prob(nets["12net"], S["dev_pos12"], cfg.seed + 40)
-    thresholds[0] = threshold_for_recall(pdev, cfg.recall[0])
+    thresholds[0] = level_threshold(pdev, 0)
     info["dev_neg_reject"] = round(float((face_prob(nets["12net"], S["dev_neg12"]) <= thresholds[0]).float().mean()), 4)
     report["members"]["12net"] = {**info, "threshold": thresholds[0], "dev_recall": cfg.recall[0]}
     info = fit("12cal", cal_data(12), cfg.seed + 11)
     report["members"]["12cal"] = {**info, "dev_acc": round(cal_accuracy(nets["12cal"], S["dev_cal12"], S["dev_cal_label"]), 4)}
     log.info("12: %s", report["members"])
 
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")})
+    # mining, held-out false positives and the framing fit run in float32 on every machine
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")}, precision="fp32")
     mined = mine(det, bgs, 1, (24,), cfg.max_mined, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
     # ---- level 24
     neg24 = torch.cat([mined[24], S["nf_neg24"], S["face_neg24"]])
     info = fit("24net", {"pos": S["face_pos24"], "neg": neg24}, cfg.seed + 12)
     pdev = dev_face_prob(nets["24net"], S["dev_pos24"], cfg.seed + 40)
-    thresholds[1] = threshold_for_recall(pdev, cfg.recall[1])
+    thresholds[1] = level_threshold(pdev, 1)
     report["members"]["24net"] = {**info, "threshold": thresholds[1], "mined_negatives": int(mined[24].shape[0]) or prev.get("24net", {}).get("mined_negatives", 0)}
     del mined
     info = fit("24cal", cal_data(24), cfg.seed + 13)
     report["members"]["24cal"] = {**info, "dev_acc": round(cal_accuracy(nets["24cal"], S["dev_cal24"], S["dev_cal_label"]), 4)}
     log.info("24: %s", report["members"])
 
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")})
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")}, precision="fp32")
     mined = mine(det, bgs, 2, (48,), cfg.max_mined, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
     # ---- level 48
     neg48 = torch.cat([mined[48], S["nf_neg48"], S["face_neg48"]])
     info = fit("48net", {"pos": S["face_pos48"], "neg": neg48}, cfg.seed + 14)
     pdev = dev_face_prob(nets["48net"], S["dev_pos48"], cfg.seed + 40)
-    thresholds[2] = threshold_for_recall(pdev, cfg.recall[2])
+    thresholds[2] = level_threshold(pdev, 2)
     report["members"]["48net"] = {**info, "threshold": thresholds[2], "mined_negatives": int(mined[48].shape[0]) or prev.get("48net", {}).get("mined_negatives", 0)}
     del mined
     info = fit("48cal", cal_data(48), cfg.seed + 15)
     report["members"]["48cal"] = {**info, "dev_acc": round(cal_accuracy(nets["48cal"], S["dev_cal48"], S["dev_cal_label"]), 4)}
     log.info("48: %s", report["members"])
     report["thresholds"] = [round(t, 4) for t in thresholds]
+    if strata:
+        report["threshold_strata"] = strata
 
     # ---- whole-cascade metrics: false positives on held-out non-face photos
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets=nets)
+    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets=nets, precision="fp32")
     fp, n_img = 0, 0
     with torch.inference_mode():
         for p in nf_hold:
@@ -620,7 +654,7 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report["heldout_nonface_images"] = n_img
     # ---- framing (on train-split chips not used as dev)
     fr_files = [files[i] for i in perm[cfg.dev_faces : cfg.dev_faces + cfg.framing_faces]]
-    det_f = CascadeDetector(min_face=60, thresholds=thresholds, nets=nets, framing={"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0})
+    det_f = CascadeDetector(min_face=60, thresholds=thresholds, nets=nets, framing={"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0}, precision="fp32")
     framing = fit_framing(det_f, fr_files, bgs, cfg, cfg.seed + 30)
     report["framing"] = framing
     report["wall_time_s"] = round(time.time() - t_start, 1)
@@ -674,6 +708,8 @@ def export(nets: dict[str, nn.Module], cfg: CascadeTrainConfig, report: dict[str
                 "heldout_nonface_fp_per_image": report["heldout_nonface_fp_per_image"],
                 "min_face_trained": cfg.mine_min_face,
             }
+            if report.get("threshold_strata"):
+                entry["cascade"]["threshold_strata"] = {"edges_deg": list(cfg.threshold_strata), "per_stratum": report["threshold_strata"]}
         register_weights(f"cascade.{m}", entry, cfg.weights_dir)
     log.info("exported six nets to %s", folder)
 
@@ -692,6 +728,10 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     p.add_argument("--dev-faces", type=int, default=CascadeTrainConfig.dev_faces)
     p.add_argument("--max-nonface", type=int, default=0, help="use only this many non-face photos (0: all; smoke tests)")
     p.add_argument("--framing-faces", type=int, default=CascadeTrainConfig.framing_faces, help="UTK chips used to fit the HOG framing")
+    p.add_argument("--rot-prob", type=float, default=CascadeTrainConfig.rot_prob, help="fraction of face chips rotated uniformly in +-rot-max (the rest: +-5 degrees)")
+    p.add_argument("--rot-max", type=float, default=CascadeTrainConfig.rot_max, help="largest in-plane rotation of the face chips (degrees)")
+    p.add_argument("--threshold-strata", default="", help="comma-separated |rotation| edges in degrees (e.g. 10,25): each level's threshold keeps its recall target in every rotation stratum of the dev faces (default: pooled)")
+    p.add_argument("--threshold-strata-levels", default="12,24,48", help="cascade levels whose threshold is stratified (the others: pooled)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every net's step count (smoke tests: 0.01)")
     p.add_argument("--config", default=None, help="JSON file of CascadeTrainConfig fields (flags override)")
     a = p.parse_args(argv)
@@ -704,6 +744,10 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     cfg.utk, cfg.nonface, cfg.out, cfg.weights_dir, cfg.export = a.utk, a.nonface, a.out, a.weights_dir, a.export
     cfg.seed, cfg.threads, cfg.max_minutes, cfg.n_faces, cfg.dev_faces = a.seed, a.threads, a.max_minutes, a.n_faces, a.dev_faces
     cfg.max_nonface, cfg.framing_faces = a.max_nonface, a.framing_faces
+    cfg.rot_prob, cfg.rot_max = a.rot_prob, a.rot_max
+    if a.threshold_strata:
+        cfg.threshold_strata = tuple(float(x) for x in a.threshold_strata.split(","))
+    cfg.threshold_strata_levels = tuple(int(x) for x in a.threshold_strata_levels.split(","))
     total = sum(cfg.minutes.values())
     cfg.minutes = {k: v * cfg.max_minutes / total for k, v in cfg.minutes.items()}
     cfg.steps = {k: max(1, int(round(v * a.steps_scale))) for k, v in cfg.steps.items()}
@@ -719,7 +763,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-__all__ = ["CascadeTrainConfig", "augment", "composite", "face_samples", "fit_framing", "main", "mine", "nonface_samples", "run", "train_net"]
+__all__ = ["CascadeTrainConfig", "augment", "threshold_for_recall", "threshold_for_recall_strata", "composite", "face_samples", "fit_framing", "main", "mine", "nonface_samples", "run", "train_net"]
 
 if __name__ == "__main__":
     sys.exit(main())
