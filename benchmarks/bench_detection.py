@@ -263,7 +263,7 @@ def to_markdown(res: dict[str, Any], argv: list[str] | None) -> str:
     """The benchmark as a Markdown section (tables of the measured numbers)."""
     names = list(res["detectors"])
     L = ["## Face detection: dlib HOG vs CNN cascade (CMU+MIT)", ""]
-    L.append(f"Machine: {res['machine']}; {res['threads']} thread(s); torch {res['torch']}. "
+    L.append(f"Machine: {res['machine']}; torch {res['torch']}. "
              f"Set: {res['set']['images']} images, {res['set']['faces']} faces (CMU+MIT frontal test set, greyscale).")
     if res.get("cascade_precision"):
         L.append("")
