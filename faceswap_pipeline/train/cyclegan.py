@@ -603,11 +603,12 @@ class CycleGANTrainer:
     def warmup_discriminators(self, n_steps: int) -> dict[str, float]:
         """Discriminator-only steps against the current (frozen) generators, e.g. after :meth:`warm_start`.
 
-        Without them a warm-started run pits trained generators against random discriminators:
-        the adversarial gradient is noise while the cycle and identity terms pull the generators
-        back towards the identity (measured: the target rate fell from 0.26/0.20 to 0.07/0.11 in
-        2,000 steps). These steps are not training steps: the step count, learning-rate schedule
-        and pairs seen are unchanged; their wall time is added. Returns the mean D losses.
+        Without them a warm-started run pits trained generators against random discriminators,
+        so the first generator steps get a meaningless adversarial gradient. These steps are not
+        training steps: the step count, learning-rate schedule and pairs seen are unchanged; their
+        wall time is added. Returns the mean D losses. Note (measured on the CPU preview, see
+        ``docs/benchmarks/cyclegan.md``): warm starts from the shipped generators lost target rate
+        with or without this warm-up; keep full checkpoints to continue a run.
         """
         cfg, b = self.cfg, self.cfg.batch_size
         self._set_lr()
