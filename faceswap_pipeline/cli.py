@@ -152,6 +152,7 @@ def cmd_run(a: argparse.Namespace) -> int:
 def cmd_detect(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_detector, resolve_device
     from faceswap_pipeline.folder import ItemResult, run_folder
+    from faceswap_pipeline.types import ImageRecord
 
     det = load_detector(a.detector, a.device, a.weights_dir, **_detector_kwargs(a))
     threshold = _verify_threshold(a)
@@ -161,18 +162,17 @@ def cmd_detect(a: argparse.Namespace) -> int:
 
         verifier = FaceVerifier.from_pretrained(threshold, resolve_device(a.device), a.weights_dir)
 
-    def faces(image, dets):
-        if verifier is None:
-            return [d.to_dict() for d in dets]
-        probs = verifier.face_probs(image, [d.box for d in dets])
-        return [{**d.to_dict(), "face_prob": round(float(p), 4)} for d, p in zip(dets, probs) if p >= threshold]
+    def face_dict(face):
+        d = face.detection.to_dict()
+        if "face_prob" in face.attributes:
+            d["face_prob"] = round(face.attributes["face_prob"], 4)
+        return d
 
     def process(items):
-        out = []
-        for it, dets in zip(items, det.detect_batch([it.rgb for it in items])):
-            found = faces(it.rgb, dets)
-            out.append(ItemResult(image=None, info={"faces": found, "n_faces": len(found)}))
-        return out
+        recs = det([ImageRecord(image=it.rgb) for it in items])  # the stage protocol, as in the pipeline
+        if verifier is not None:
+            recs = verifier(recs)
+        return [ItemResult(image=None, info={"faces": [face_dict(f) for f in r.faces], "n_faces": len(r.faces)}) for r in recs]
 
     report = run_folder(a.input_dir, None, process, batch_size=a.batch_size, overwrite=a.overwrite,
                         report_path=a.output, write_outputs=False, progress=not a.no_progress)

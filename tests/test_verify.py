@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import faceswap_pipeline as fp
-from faceswap_pipeline.stages.detect_cascade import apply_framing
+from faceswap_pipeline.stages.detect_cascade import apply_framing, cascade_window
 from faceswap_pipeline.stages.detect_hog import HogDetector
-from faceswap_pipeline.stages.verify import FaceVerifier, cascade_window
+from faceswap_pipeline.stages.verify import FaceVerifier
 from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
 
 

@@ -108,9 +108,9 @@ def crop_windows(
     lvl = torch.floor(torch.log2(side / size)).clamp(0, len(pyramid) - 1).to(torch.long)
     t = (torch.arange(size, device=boxes.device, dtype=boxes.dtype) + 0.5) / size  # (S,)
     levels = torch.unique(lvl).tolist()
+    single = len(levels) == 1  # every window from one level: no gather/scatter, return the sample directly
     out: torch.Tensor | None = None
     for L in levels:
-        single = len(levels) == 1
         sel = None if single else torch.nonzero(lvl == L).squeeze(1)
         img = pyramid[L]
         f = 2.0**L

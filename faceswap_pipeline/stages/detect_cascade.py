@@ -219,6 +219,27 @@ def apply_framing(boxes: torch.Tensor, framing: dict[str, float]) -> torch.Tenso
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
 
 
+def cascade_window(box: tuple[float, float, float, float], framing: dict[str, float]) -> tuple[float, float, float, float]:
+    """Inverse of :func:`apply_framing` for one box: a HOG-framed box -> the cascade's square window.
+
+    The result is made square (side = the longer of the un-scaled ``w`` and ``h``).
+    """
+    x0, y0, x1, y1 = (float(v) for v in box)
+    w = (x1 - x0) / framing["sw"]
+    h = (y1 - y0) / framing["sh"]
+    cx = (x0 + x1) / 2 - framing["ax"] * w
+    cy = (y0 + y1) / 2 - framing["ay"] * h
+    s = max(w, h)
+    return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
+
+
+def cascade_meta(weights_dir: str | None = None) -> dict[str, Any]:
+    """The cascade's stored settings (``thresholds``, ``framing``): manifest entry ``cascade.12net``, field ``cascade``."""
+    from faceswap_pipeline.weights import model_entry
+
+    return dict(model_entry("cascade.12net", weights_dir).get("cascade", {}))
+
+
 class CascadeDetector(DetectorStage):
     """CNN cascade face detector, a drop-in replacement for :class:`~faceswap_pipeline.stages.detect_hog.HogDetector`.
 
@@ -323,10 +344,10 @@ class CascadeDetector(DetectorStage):
         return det
 
     def _load(self) -> None:
-        from faceswap_pipeline.weights import load_model, model_entry
+        from faceswap_pipeline.weights import load_model
 
         nets = {m: load_model(f"cascade.{m}", self.weights_dir, device=self.device) for m in MEMBERS}
-        self.meta = dict(model_entry("cascade.12net", self.weights_dir).get("cascade", {}))
+        self.meta = cascade_meta(self.weights_dir)
         self._set_nets(nets)
 
     def _set_nets(self, nets: dict[str, nn.Module]) -> None:

@@ -8,9 +8,9 @@ window and drops those it scores below ``threshold``. It runs after the detector
 crop, on a few windows per photo (~1 ms per face on one CPU core), so it costs far less than
 raising HOG's threshold, which loses real faces.
 
-The window it scores is the cascade's own square, recovered from the HOG-framed box by inverting
-the fitted framing transform stored with the cascade weights (see
-:mod:`~faceswap_pipeline.stages.detect_cascade`), so the net sees faces framed as in training.
+The window it scores is the cascade's own square, recovered from the HOG-framed box by
+:func:`~faceswap_pipeline.stages.detect_cascade.cascade_window` (the inverse of the fitted framing
+transform stored with the cascade weights), so the net sees faces framed as in training.
 """
 
 from __future__ import annotations
@@ -25,31 +25,13 @@ from torch import nn
 
 from faceswap_pipeline.ops.geometry import crop_letterbox
 from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.stages.detect_cascade import IDENTITY_FRAMING, cascade_meta, cascade_window
 from faceswap_pipeline.types import Box, ImageRecord
 
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.05
 """48-net face probability below which a detection is dropped (see :class:`FaceVerifier`)."""
-
-IDENTITY_FRAMING = {"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0}
-
-
-def cascade_window(box: Box, framing: dict[str, float]) -> Box:
-    """Invert the cascade -> HOG framing transform: a HOG-framed box -> the cascade's square window.
-
-    The forward transform (:func:`~faceswap_pipeline.stages.detect_cascade.apply_framing`) is
-    ``cx' = cx + ax w``, ``cy' = cy + ay h``, ``w' = sw w``, ``h' = sh h`` on a square window; its
-    inverse is taken here and the result made square (side = the longer of ``w`` and ``h``).
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    w = (x1 - x0) / framing["sw"]
-    h = (y1 - y0) / framing["sh"]
-    cx = (x0 + x1) / 2 - framing["ax"] * w
-    cy = (y0 + y1) / 2 - framing["ay"] * h
-    s = max(w, h)
-    return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
-
 
 class FaceVerifier(ModelStage):
     """Pipeline stage: keep only detections the 48-net calls a face.
@@ -89,10 +71,10 @@ class FaceVerifier(ModelStage):
         weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any,
     ) -> FaceVerifier:
         """The verifier with the shipped ``cascade.48net`` and the framing stored with the cascade."""
-        from faceswap_pipeline.weights import load_model, model_entry
+        from faceswap_pipeline.weights import load_model
 
         net = load_model("cascade.48net", weights_dir, device=device)
-        framing = model_entry("cascade.12net", weights_dir).get("cascade", {}).get("framing")
+        framing = cascade_meta(weights_dir).get("framing")
         return cls(net, framing, threshold, device, **kwargs)
 
     def face_probs(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:

@@ -544,13 +544,18 @@ class CycleGANTrainer:
             for g in opt.param_groups:
                 g["lr"] = lr
 
+    def _real_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next augmented male and female batches, ``(B, 3, S, S)`` float in [-1, 1] on the device."""
+        cfg, b = self.cfg, self.cfg.batch_size
+        return (augment(self.stream_m.next(b), cfg.flip, cfg.jitter, cfg.channels_last),
+                augment(self.stream_f.next(b), cfg.flip, cfg.jitter, cfg.channels_last))
+
     def train_step(self) -> None:
         """One optimisation step of the generators then the discriminators (reference order)."""
         cfg, r = self.cfg, self.run
         self._set_lr()
         b = cfg.batch_size
-        real_m = augment(self.stream_m.next(b), cfg.flip, cfg.jitter, cfg.channels_last)
-        real_f = augment(self.stream_f.next(b), cfg.flip, cfg.jitter, cfg.channels_last)
+        real_m, real_f = self._real_pair()
         ac = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
         # generators: D frozen (its grads are not needed), D called without its DDP wrapper
@@ -610,14 +615,12 @@ class CycleGANTrainer:
         ``docs/benchmarks/cyclegan.md``): warm starts from the shipped generators lost target rate
         with or without this warm-up; keep full checkpoints to continue a run.
         """
-        cfg, b = self.cfg, self.cfg.batch_size
         self._set_lr()
         ac = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
         t0 = time.perf_counter()
         acc = torch.zeros(2, device=self.device)
         for _ in range(n_steps):
-            real_m = augment(self.stream_m.next(b), cfg.flip, cfg.jitter, cfg.channels_last)
-            real_f = augment(self.stream_f.next(b), cfg.flip, cfg.jitter, cfg.channels_last)
+            real_m, real_f = self._real_pair()
             with torch.no_grad(), ac:
                 fake_f = self.run["G_m2f"](real_m)
                 fake_m = self.run["G_f2m"](real_f)
@@ -684,12 +687,11 @@ class CycleGANTrainer:
         """
         from faceswap_pipeline.weights import load_state_dict
 
-        entries = []
+        entries: dict[str, dict[str, Any]] = {}
         for name, direction in (("G_m2f", "male2female"), ("G_f2m", "female2male")):
-            state, entry = load_state_dict(f"cyclegan.{direction}", folder)
+            state, entries[name] = load_state_dict(f"cyclegan.{direction}", folder)
             self.nets[name].load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
-            entries.append(entry)
-        tr = entries[0].get("training", {})
+        tr = entries["G_m2f"].get("training", {})  # one export wrote both: same bookkeeping
         self.step = int(tr.get("steps", 0))
         self.pairs_seen = int(tr.get("pairs_seen", self.step))
         self.wall_time_s = float(tr.get("wall_time_s", 0.0))
