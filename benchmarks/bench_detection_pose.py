@@ -36,6 +36,27 @@ BINS = {0: "frontal (HOG filter 0)", 1: "turned (HOG filters 1-2)", 2: "turned (
 MISSED = "missed by HOG"
 
 
+def validation_chips(utk: str, n: int, seed: int) -> list[Path]:
+    """``n`` UTKFace chips of the project's validation split (0: all), in a seeded random order."""
+    from faceswap_pipeline.train.splits import is_validation
+
+    files = sorted(f for f in Path(utk).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and is_validation(f.name))
+    if n:
+        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))[:n]]
+    return files
+
+
+def load_cascades(specs: list[str], min_face: float) -> dict[str, Any]:
+    """``NAME=WEIGHTS_DIR`` specs (an empty dir: the shipped weights) -> name -> CascadeDetector."""
+    from faceswap_pipeline.stages.detect_cascade import CascadeDetector
+
+    out = {}
+    for spec in specs or ["shipped="]:
+        name, _, wdir = spec.partition("=")
+        out[name] = CascadeDetector.from_pretrained(weights_dir=wdir or None, min_face=min_face)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--utk", required=True, help="UTKFace chips folder (validation-split chips are used)")
@@ -56,19 +77,12 @@ def main(argv: list[str] | None = None) -> int:
     import dlib
     from bench_detection import found_count
 
-    from faceswap_pipeline.stages.detect_cascade import CascadeDetector
     from faceswap_pipeline.train.cascade import CascadeTrainConfig, _to_tensor, composite, nonface_files, read_rgb
-    from faceswap_pipeline.train.splits import is_validation
 
-    files = sorted(f for f in Path(a.utk).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and is_validation(f.name))
-    if a.n:
-        files = [files[i] for i in np.random.default_rng(a.seed).permutation(len(files))[: a.n]]
+    files = validation_chips(a.utk, a.n, a.seed)
     _, held = nonface_files(a.nonface)
     bgs = [_to_tensor(read_rgb(f)) for f in held]
-    cascades = {}
-    for spec in a.cascade or ["shipped="]:
-        name, _, wdir = spec.partition("=")
-        cascades[name] = CascadeDetector.from_pretrained(weights_dir=wdir or None, min_face=a.min_face)
+    cascades = load_cascades(a.cascade, a.min_face)
     hog = dlib.get_frontal_face_detector()
     window = CascadeTrainConfig().window
     rng = np.random.default_rng(a.seed)

@@ -32,7 +32,7 @@ from faceswap_pipeline.machine import describe_machine  # noqa: E402
 from faceswap_pipeline.stages.detect_hog import HogDetector  # noqa: E402
 from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD, FaceVerifier  # noqa: E402
 
-THRESHOLDS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
 
 def grey(im: np.ndarray) -> np.ndarray:

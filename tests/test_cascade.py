@@ -335,3 +335,28 @@ def test_grid_sample_windows_equal_explicit_bilinear():
     t = (torch.arange(12) + 0.5) / 12
     xs, ys = x0 + t[None] * side - 0.5, y0 + t[None] * side - 0.5
     assert torch.allclose(W._bilinear(img, idx, xs, ys), W._bilinear_gather(img, idx, xs, ys), atol=1e-4)
+
+
+def test_train_net_layouts_and_bf16_all_learn():
+    """channels_last (the default) and bf16 autocast are speed options: each learns an easy
+    face/non-face split as NCHW float32 does, and the trained weights come back in the standard
+    contiguous layout (safetensors stores only contiguous tensors)."""
+    from faceswap_pipeline.train.cascade import CascadeTrainConfig, face_prob, train_net
+
+    g = torch.Generator().manual_seed(0)
+    pos = (torch.rand((200, 3, 24, 24), generator=g) * 90 + 150).to(torch.uint8)  # bright windows
+    neg = (torch.rand((400, 3, 24, 24), generator=g) * 90 + 10).to(torch.uint8)  # dark windows
+    probs = {}
+    for layout, bf16 in (("nchw", False), ("cl", False), ("cl", True)):
+        cfg = CascadeTrainConfig(channels_last=layout == "cl", bf16=bf16, grey_prob=0.0)
+        cfg.steps["24net"], cfg.batch["24net"] = 40, 32
+        torch.manual_seed(1)
+        net = Net24(width=8, hidden=16)
+        info = train_net("24net", net, {"pos": pos, "neg": neg}, cfg, seed=3)
+        assert info["steps"] == 40
+        assert all(t.is_contiguous() for t in net.state_dict().values())
+        p_pos, p_neg = face_prob(net, pos[:100]), face_prob(net, neg[:100])
+        acc = float(((p_pos > 0.5).float().mean() + (p_neg <= 0.5).float().mean()) / 2)
+        assert acc > 0.95, (layout, bf16, acc)
+        probs[(layout, bf16)] = p_pos
+    assert not torch.equal(probs[("cl", True)], probs[("cl", False)])  # bf16 really ran in lower precision

@@ -30,8 +30,13 @@ from faceswap_pipeline.types import Box, ImageRecord
 
 log = logging.getLogger(__name__)
 
-DEFAULT_THRESHOLD = 0.05
-"""48-net face probability below which a detection is dropped (see :class:`FaceVerifier`)."""
+DEFAULT_THRESHOLD = 0.001
+"""48-net face probability below which a detection is dropped (see :class:`FaceVerifier`).
+
+It belongs to the shipped ``cascade.48net``: the highest of the candidate thresholds of
+``benchmarks/bench_verify.py`` that keeps every held-out colour UTKFace face (lowest score 0.0012,
+faces so close that the window runs past the photo); HOG's false positives score far lower
+(the demo's mission patch 2.5e-7). Re-run that benchmark after retraining the cascade."""
 
 class FaceVerifier(ModelStage):
     """Pipeline stage: keep only detections the 48-net calls a face.
