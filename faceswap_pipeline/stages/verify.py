@@ -111,7 +111,7 @@ class FaceVerifier(ModelStage):
                     face.attributes["face_prob"] = float(p)
                     kept.append(face)
                 else:
-                    log.info("%s: dropped detection %s (score %.3f): 48-net face probability %.3f < %.3f",
+                    log.info("%s: dropped detection %s (score %.3f): 48-net face probability %.3g < %.3g",
                              rec.key or "image", [round(v, 1) for v in face.detection.box], face.detection.score, p, self.threshold)
             rec.faces = kept
         return batch

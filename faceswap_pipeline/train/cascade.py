@@ -667,7 +667,8 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     det_f = CascadeDetector(min_face=60, thresholds=thresholds, nets=nets, framing={"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0}, precision="fp32")
     framing = fit_framing(det_f, fr_files, bgs, cfg, cfg.seed + 30)
     report["framing"] = framing
-    report["wall_time_s"] = round(time.time() - t_start, 1)
+    report["wall_time_s"] = round(time.time() - t_start, 1)  # this invocation (a resumed run skips trained nets)
+    report["nets_train_time_s"] = round(sum(float(m.get("wall_time_s", 0.0)) for m in report["members"].values()), 1)
     (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     log.info("report: %s", json.dumps(report))
     if cfg.export:
