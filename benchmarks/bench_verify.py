@@ -7,6 +7,11 @@
   default threshold, without and with the verifier, per threshold (reported, not tuned on).
 * Cost: ms per verified face (1 thread).
 
+``--register`` records the chosen threshold (the highest candidate that keeps every colour face)
+with the cascade weights (manifest entry ``cascade.12net``, ``cascade`` -> ``verify_threshold``),
+where :func:`faceswap_pipeline.stages.verify.stored_threshold` reads it: run it after retraining
+the cascade.
+
     python benchmarks/bench_verify.py --utk ../shared/data/utkface/train --cmu ../shared/data/cmu_mit_faces \\
         --json benchmarks/results/verify.json --md docs/benchmarks/verify.md
 """
@@ -30,7 +35,7 @@ from bench_detection import found_count, load_set  # noqa: E402
 
 from faceswap_pipeline.machine import describe_machine  # noqa: E402
 from faceswap_pipeline.stages.detect_hog import HogDetector  # noqa: E402
-from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD, FaceVerifier  # noqa: E402
+from faceswap_pipeline.stages.verify import FaceVerifier, stored_threshold  # noqa: E402
 
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
@@ -59,6 +64,31 @@ def utk_keep_rates(folder: Path, n: int, hog: HogDetector, ver: FaceVerifier, se
         a = np.array(p)
         out[kind] = {"faces": len(a), "kept": {str(t): int((a >= t).sum()) for t in THRESHOLDS}}
     return out
+
+
+def choose_threshold(utk: dict) -> float:
+    """The highest candidate threshold that keeps every colour face (the documented rule)."""
+    c = utk["colour"]
+    ok = [t for t in THRESHOLDS if c["kept"][str(t)] == c["faces"]]
+    if not ok:
+        raise SystemExit(f"no candidate threshold {THRESHOLDS} keeps all {c['faces']} colour faces: {c['kept']}")
+    return max(ok)
+
+
+def register_threshold(t: float, utk: dict, command: str, weights_dir: str | None) -> None:
+    """Write ``t`` into the manifest entry ``cascade.12net`` (field ``cascade``) where it lives."""
+    from faceswap_pipeline.weights import locate, register_weights
+
+    folder, entry = locate("cascade.12net", weights_dir)
+    entry = json.loads(json.dumps(entry))
+    entry.setdefault("cascade", {})["verify_threshold"] = t
+    entry["cascade"]["verify_threshold_fit"] = {
+        "rule": "highest candidate threshold keeping every held-out colour UTKFace face (HOG's top detection per validation-split photo)",
+        "kept": {k: {"faces": v["faces"], "kept": v["kept"][str(t)]} for k, v in utk.items()},
+        "command": command,
+    }
+    register_weights("cascade.12net", entry, folder)
+    print(f"recorded verify_threshold {t} in {folder / 'manifest.json'}", file=sys.stderr)
 
 
 def cmu_counts(folder: Path, hog: HogDetector, ver: FaceVerifier) -> dict:
@@ -102,8 +132,9 @@ def to_markdown(res: dict) -> str:
                                                     for k in ["0.0", *THRESHOLDS_STR]) + " |", "",
                   f"Cost: {c['ms_per_face_median']} ms per verified face (median over CMU+MIT images).", ""]
     lines += ["How the threshold was chosen: on the UTKFace rows only (held-out validation faces), as the highest "
-              "threshold that keeps every colour face; CMU+MIT is reported, not tuned on. The non-face photo set is "
-              "not used here: the cascade mined its negatives from it.", ""]
+              "candidate threshold that keeps every colour face, then recorded with the cascade weights (`--register`: "
+              "manifest entry `cascade.12net`, `cascade` -> `verify_threshold`); CMU+MIT is reported, not tuned on. "
+              "The non-face photo set is not used here: the cascade mined its negatives from it.", ""]
     lines.append(f"Command: `{res['command']}`")
     return "\n".join(lines) + "\n"
 
@@ -120,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--md", type=Path)
     ap.add_argument("--from-json", type=Path, help="only rewrite --md from an earlier --json result")
+    ap.add_argument("--weights-dir", default=None, help="cascade weights to score with (default: the shipped ones)")
+    ap.add_argument("--register", action="store_true", help="record the chosen threshold in the manifest beside the cascade weights (needs --utk)")
     a = ap.parse_args(argv)
     if a.from_json:
         if a.md:
@@ -127,11 +160,17 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     torch.set_num_threads(a.threads)
     hog = HogDetector()
-    ver = FaceVerifier.from_pretrained(threshold=0.0, device="cpu")
-    res: dict = {"machine": describe_machine(), "shipped_threshold": DEFAULT_THRESHOLD,
+    if a.register and not a.utk:
+        ap.error("--register needs --utk (the threshold is chosen on held-out UTKFace faces)")
+    ver = FaceVerifier.from_pretrained(threshold=0.0, device="cpu", weights_dir=a.weights_dir)
+    res: dict = {"machine": describe_machine(), "shipped_threshold": stored_threshold(a.weights_dir),
                  "command": "python benchmarks/bench_verify.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     if a.utk:
         res["utk"] = utk_keep_rates(a.utk, a.n_utk, hog, ver)
+        res["chosen_threshold"] = choose_threshold(res["utk"])
+        if a.register:
+            register_threshold(res["chosen_threshold"], res["utk"], res["command"], a.weights_dir)
+            res["shipped_threshold"] = stored_threshold(a.weights_dir)
     if a.cmu:
         res["cmu"] = cmu_counts(a.cmu, hog, ver)
     print(json.dumps(res, indent=1))

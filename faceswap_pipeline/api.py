@@ -10,7 +10,6 @@ import torch
 from faceswap_pipeline.ops.geometry import SEED_RESCALE
 from faceswap_pipeline.pipeline import Pipeline
 from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
-from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD as VERIFY_THRESHOLD
 
 AUTO_GENDER = "auto-gender"
 DETECTORS = ("hog", "cascade")
@@ -96,7 +95,7 @@ def load_pipeline(
     batch_size: int = 16,
     feather: float = 0.12,
     detector_kwargs: dict[str, Any] | None = None,
-    verify_threshold: float | None = VERIFY_THRESHOLD,
+    verify_threshold: float | str | None = "auto",
 ) -> Pipeline:
     """The full face-swap pipeline from shipped weights.
 
@@ -114,7 +113,8 @@ def load_pipeline(
         detector_kwargs: options for the detector (see :func:`load_detector`).
         verify_threshold: with the HOG detector, drop detections that the cascade's 48-net scores
             below this face probability (:class:`~faceswap_pipeline.stages.verify.FaceVerifier`);
-            None or 0 keeps every detection. Not used with the cascade detector, whose last
+            ``"auto"`` (default): the threshold recorded with the cascade weights
+            (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every detection. Not used with the cascade detector, whose last
             stage is that net.
 
     Returns:
@@ -139,10 +139,13 @@ def load_pipeline(
         raise ValueError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
     rescale, size = model_framing(directions, weights_dir)
     stages: list[Any] = [load_detector(detector, dev, weights_dir, **(detector_kwargs or {}))]
+    if isinstance(verify_threshold, str) and verify_threshold != "auto":
+        raise ValueError(f"verify_threshold must be a number, None or 'auto', not {verify_threshold!r}")
     if verify_threshold and detector == "hog":
         from faceswap_pipeline.stages.verify import FaceVerifier
 
-        stages.append(FaceVerifier.from_pretrained(verify_threshold, dev, weights_dir))
+        t = None if verify_threshold == "auto" else float(verify_threshold)
+        stages.append(FaceVerifier.from_pretrained(t, dev, weights_dir))
     stages.append(CropLetterbox(rescale, size))
     if direction == AUTO_GENDER:
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser

@@ -42,22 +42,17 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
                    help="HOG: SVM score threshold (default 0, dlib's; 0.2 drops ~5%% of real faces), cascade: final-net probability")
     p.add_argument("--verify-threshold", type=float, default=None,
                    help="HOG: drop detections the cascade's 48-net scores below this face probability "
-                        f"(default {_verify_default()}; 0 keeps all)")
+                        "(default: the threshold recorded with the cascade weights, 0.001 for the shipped ones; 0 keeps all)")
 
 
-def _verify_default() -> float:
-    from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD
-
-    return DEFAULT_THRESHOLD
-
-
-def _verify_threshold(a: argparse.Namespace) -> float:
-    """The face-verification threshold a command uses (0 = off; always off for the cascade)."""
+def _verify_threshold(a: argparse.Namespace) -> float | None:
+    """The face-verification threshold a command uses: None = the one recorded with the cascade
+    weights, 0 = off (always off for the cascade detector)."""
     if a.detector != "hog":
         if a.verify_threshold:
             raise SystemExit("--verify-threshold applies to --detector hog only (the cascade's last stage is the same net)")
         return 0.0
-    return _verify_default() if a.verify_threshold is None else a.verify_threshold
+    return a.verify_threshold
 
 
 def _detector_kwargs(a: argparse.Namespace) -> dict:
@@ -139,10 +134,11 @@ def _finish(report, what: str) -> int:
 def cmd_run(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_pipeline
 
+    verify = _verify_threshold(a)
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, a.batch_size), feather=a.feather, detector_kwargs=_detector_kwargs(a),
-        verify_threshold=_verify_threshold(a),
+        verify_threshold="auto" if verify is None else verify,
     )
     log.info("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=a.batch_size, overwrite=a.overwrite, report=a.report, progress=not a.no_progress)
@@ -157,7 +153,7 @@ def cmd_detect(a: argparse.Namespace) -> int:
     det = load_detector(a.detector, a.device, a.weights_dir, **_detector_kwargs(a))
     threshold = _verify_threshold(a)
     verifier = None
-    if threshold:
+    if threshold != 0.0:  # None: the threshold recorded with the cascade weights
         from faceswap_pipeline.stages.verify import FaceVerifier
 
         verifier = FaceVerifier.from_pretrained(threshold, resolve_device(a.device), a.weights_dir)

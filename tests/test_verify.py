@@ -51,3 +51,37 @@ def test_pipeline_verifies_hog_detections_only(tiny_weights):
     assert "verify" not in [s.name for s in off.stages]
     cascade = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)
     assert "verify" not in [s.name for s in cascade.stages]
+
+
+def test_threshold_is_the_one_recorded_with_the_cascade_weights(tmp_path):
+    import json
+
+    from faceswap_pipeline.stages.verify import DEFAULT_THRESHOLD, stored_threshold
+    from faceswap_pipeline.weights import model_entry, register_weights
+
+    shipped = stored_threshold()
+    assert shipped == model_entry("cascade.12net")["cascade"]["verify_threshold"]
+    assert FaceVerifier.from_pretrained().threshold == shipped
+    # a weights folder whose cascade records its own threshold is searched first
+    entry = json.loads(json.dumps(model_entry("cascade.12net")))
+    entry["cascade"]["verify_threshold"] = 0.3
+    register_weights("cascade.12net", entry, tmp_path)
+    assert stored_threshold(tmp_path) == 0.3
+    assert FaceVerifier.from_pretrained(weights_dir=str(tmp_path)).threshold == 0.3
+    assert FaceVerifier.from_pretrained(0.2, weights_dir=str(tmp_path)).threshold == 0.2
+    # cascade weights that record none (a fresh trainer export) fall back to the module default
+    del entry["cascade"]["verify_threshold"]
+    register_weights("cascade.12net", entry, tmp_path)
+    assert stored_threshold(tmp_path) == DEFAULT_THRESHOLD
+
+
+def test_pipeline_verify_threshold_auto_explicit_and_bad(tiny_weights):
+    from faceswap_pipeline.stages.verify import stored_threshold
+
+    def verifier(pipe):
+        return next(s for s in pipe.stages if s.name == "verify")
+
+    assert verifier(fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)).threshold == stored_threshold()
+    assert verifier(fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=0.25)).threshold == 0.25
+    with pytest.raises(ValueError, match="verify_threshold"):
+        fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold="high")

@@ -31,12 +31,22 @@ from faceswap_pipeline.types import Box, ImageRecord
 log = logging.getLogger(__name__)
 
 DEFAULT_THRESHOLD = 0.001
-"""48-net face probability below which a detection is dropped (see :class:`FaceVerifier`).
+"""Fallback 48-net face probability below which a detection is dropped, for cascade weights that
+record no threshold of their own (see :func:`stored_threshold`; the shipped weights record 0.001)."""
 
-It belongs to the shipped ``cascade.48net``: the highest of the candidate thresholds of
-``benchmarks/bench_verify.py`` that keeps every held-out colour UTKFace face (lowest score 0.0012,
-faces so close that the window runs past the photo); HOG's false positives score far lower
-(the demo's mission patch 2.5e-7). Re-run that benchmark after retraining the cascade."""
+
+def stored_threshold(weights_dir: str | os.PathLike[str] | None = None) -> float:
+    """The verify threshold recorded with the cascade weights in use, else :data:`DEFAULT_THRESHOLD`.
+
+    It lives beside the cascade's own thresholds (manifest entry ``cascade.12net``, field
+    ``cascade`` -> ``verify_threshold``) because it belongs to that ``cascade.48net``:
+    ``benchmarks/bench_verify.py --register`` writes it, as the highest candidate threshold that
+    keeps every held-out colour UTKFace face. For the shipped weights: 0.001 (the lowest face
+    scores 0.0012, a close-up whose window runs past the photo; the demo's mission patch 2.5e-7).
+    """
+    t = cascade_meta(None if weights_dir is None else str(weights_dir)).get("verify_threshold")
+    return DEFAULT_THRESHOLD if t is None else float(t)
+
 
 class FaceVerifier(ModelStage):
     """Pipeline stage: keep only detections the 48-net calls a face.
@@ -72,14 +82,19 @@ class FaceVerifier(ModelStage):
 
     @classmethod
     def from_pretrained(
-        cls, threshold: float = DEFAULT_THRESHOLD, device: str | torch.device = "cpu",
+        cls, threshold: float | None = None, device: str | torch.device = "cpu",
         weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any,
     ) -> FaceVerifier:
-        """The verifier with the shipped ``cascade.48net`` and the framing stored with the cascade."""
+        """The verifier with the shipped ``cascade.48net`` and the framing stored with the cascade.
+
+        ``threshold`` None: the one recorded with those weights (:func:`stored_threshold`).
+        """
         from faceswap_pipeline.weights import load_model
 
         net = load_model("cascade.48net", weights_dir, device=device)
         framing = cascade_meta(weights_dir).get("framing")
+        if threshold is None:
+            threshold = stored_threshold(weights_dir)
         return cls(net, framing, threshold, device, **kwargs)
 
     def face_probs(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
