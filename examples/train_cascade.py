@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights-dir", default=None, help="export here instead of the repository's weights/")
     p.add_argument("--rot-prob", type=float, default=None, help="fraction of faces rotated in +-rot-max (trainer default 0.6)")
     p.add_argument("--rot-max", type=float, default=None, help="largest in-plane rotation, degrees (trainer default 40)")
-    p.add_argument("--threshold-strata", default=None, help="|rotation| stratum edges for the thresholds, (trainer default 10,25; 'none': pooled)")
+    p.add_argument("--threshold-strata", default=None, help="|rotation| stratum edges for the thresholds (trainer default 10,25; 'none': pooled)")
     p.add_argument("--threshold-strata-levels", default=None, help="levels with stratified thresholds (trainer default 12,24)")
     a = p.parse_args(argv)
 

@@ -114,8 +114,8 @@ def load_pipeline(
         verify_threshold: with the HOG detector, drop detections that the cascade's 48-net scores
             below this face probability (:class:`~faceswap_pipeline.stages.verify.FaceVerifier`);
             ``"auto"`` (default): the threshold recorded with the cascade weights
-            (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every detection. Not used with the cascade detector, whose last
-            stage is that net.
+            (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every
+            detection. Not used with the cascade detector, whose last stage is that net.
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``

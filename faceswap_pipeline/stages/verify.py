@@ -44,7 +44,11 @@ def stored_threshold(weights_dir: str | os.PathLike[str] | None = None) -> float
     keeps every held-out colour UTKFace face. For the shipped weights: 0.001 (the lowest face
     scores 0.0012, a close-up whose window runs past the photo; the demo's mission patch 2.5e-7).
     """
-    t = cascade_meta(None if weights_dir is None else str(weights_dir)).get("verify_threshold")
+    return _recorded_threshold(cascade_meta(None if weights_dir is None else str(weights_dir)))
+
+
+def _recorded_threshold(meta: dict[str, Any]) -> float:
+    t = meta.get("verify_threshold")
     return DEFAULT_THRESHOLD if t is None else float(t)
 
 
@@ -92,10 +96,10 @@ class FaceVerifier(ModelStage):
         from faceswap_pipeline.weights import load_model
 
         net = load_model("cascade.48net", weights_dir, device=device)
-        framing = cascade_meta(weights_dir).get("framing")
+        meta = cascade_meta(weights_dir)
         if threshold is None:
-            threshold = stored_threshold(weights_dir)
-        return cls(net, framing, threshold, device, **kwargs)
+            threshold = _recorded_threshold(meta)
+        return cls(net, meta.get("framing"), threshold, device, **kwargs)
 
     def face_probs(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
         """48-net face probability of HOG-framed ``boxes`` in ``image``.

@@ -701,7 +701,7 @@ def export(nets: dict[str, nn.Module], cfg: CascadeTrainConfig, report: dict[str
             "training": {
                 "command": cmd,
                 "data": "UTKFace train split (faceswap_pipeline.train.splits, validation excluded) composited on non-face photos; non-face photos (every 10th held out); hard negatives mined by the earlier levels",
-                "split": f"train split, {report.get('faces', {}).get('train', cfg.n_faces)} faces for training, {cfg.dev_faces} held out for thresholds",
+                "split": f"train split, {report['faces']['train']} faces for training, {cfg.dev_faces} held out for thresholds",
                 "steps": info["steps"],
                 "batch": cfg.batch[m],
                 "wall_time_s": info["wall_time_s"],
