@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 
@@ -34,3 +35,33 @@ def describe_machine(device: str | None = None) -> str:
     else:
         gpu = "no GPU used"
     return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), {gpu}"
+
+
+@functools.lru_cache(maxsize=1)
+def native_bf16() -> bool:
+    """Whether this CPU has native bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
+
+    Read from ``/proc/cpuinfo`` (Linux); False elsewhere. Without them oneDNN emulates bf16 and it
+    is no faster than float32 (measured 15x slower for CycleGAN training on an AVX2-only EPYC).
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_amp(amp: str, device_type: str) -> bool:
+    """``"auto"`` | ``"bf16"`` | ``"none"`` -> whether to use bf16 autocast on ``device_type``.
+
+    ``auto``: bf16 on CUDA and on CPUs with native bf16 (:func:`native_bf16`), float32 elsewhere.
+    """
+    if amp not in ("auto", "bf16", "none"):
+        raise ValueError(f"amp must be auto, bf16 or none, not {amp!r}")
+    if amp == "auto":
+        return device_type == "cuda" or (device_type == "cpu" and native_bf16())
+    return amp == "bf16"

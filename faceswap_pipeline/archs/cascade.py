@@ -16,11 +16,10 @@ cell ``(i, j)`` equals the net applied to the window ``[2i, 2i + 12) x [2j, 2j +
 
 from __future__ import annotations
 
-import functools
-
 import torch
 from torch import nn
 
+from faceswap_pipeline.machine import native_bf16  # noqa: F401  (re-exported: older imports)
 from faceswap_pipeline.registry import ARCHS
 
 _MEAN, _STD = 0.5, 0.25
@@ -210,24 +209,6 @@ class FusedCascadeNet(CascadeNet):
         if y.shape[-1] == 1 and y.shape[-2] == 1:
             return y.flatten(1)
         return y
-
-
-@functools.lru_cache(maxsize=1)
-def native_bf16() -> bool:
-    """Whether this CPU has native bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
-
-    Read from ``/proc/cpuinfo`` (Linux); False elsewhere. Without them oneDNN emulates bf16 and it
-    is no faster than float32.
-    """
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16"})
-    except OSError:
-        pass
-    return False
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ from faceswap_pipeline.machine import describe_machine
 log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "faceswap_pipeline/cyclegan-ckpt/1"
-LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "D_m", "D_f")
+LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "D_m", "D_f")
 
 
 # --------------------------------------------------------------------------------------- config
@@ -94,6 +94,17 @@ class CycleGANConfig:
     ndf: int = 64
     n_layers: int = 3
     image_size: int = 128
+    # the sample-efficient CPU recipe (issue 11); every default is off, i.e. the seed's recipe
+    upsample_init: str = "normal"  # "bilinear": transposed convs start as bilinear upsampling (no 2-px grid)
+    g_pretrain_steps: int = 0  # generator warm start: L1 autoencoder steps (x -> x) before the adversarial game
+    low_res: int = 0  # resolution curriculum: train at this size (e.g. 64) for the first low_res_steps steps
+    low_res_steps: int = 0
+    lambda_attr: float = 0.0  # attribute guidance: CE of the frozen attribute net on jittered G(x) to the target class
+    attr_head: str = "gender"  # head of the attribute net the guidance uses
+    attr_class_m: int = 0  # its class of domain m (and of domain f): the guidance compares only these two
+    attr_class_f: int = 1
+    attr_jitter: float = 0.06  # guidance jitter: random shift (fraction of the side), scale 1 +- this, flips
+    lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     # optimisation (the seed's)
     batch_size: int = 1
     lr: float = 2e-4
@@ -109,7 +120,7 @@ class CycleGANConfig:
     jitter: int = 0
     # speed
     device: str = "auto"
-    amp: str = "bf16"
+    amp: str = "auto"  # auto: bf16 on CUDA and on CPUs with native bf16, float32 elsewhere
     channels_last: bool = False
     compile: bool = False
     threads: int = 0
@@ -121,14 +132,19 @@ class CycleGANConfig:
     val_every: int = 1000
     ckpt_every: int = 500
     max_minutes: float = 0.0
+    max_cpu_minutes: float = 0.0  # stop when this run's training CPU time (all phases, cumulative) reaches it
     tensorboard: bool = True
 
     def validate(self) -> None:
         """Raise ``ValueError`` on inconsistent settings."""
-        if self.amp not in ("bf16", "none"):
-            raise ValueError(f"amp must be bf16 or none, not {self.amp!r}")
-        if self.image_size % 8:
-            raise ValueError("image_size must be divisible by 8")
+        if self.amp not in ("auto", "bf16", "none"):
+            raise ValueError(f"amp must be auto, bf16 or none, not {self.amp!r}")
+        if self.image_size % 8 or (self.low_res and (self.low_res % 8 or self.image_size % self.low_res)):
+            raise ValueError("image_size (and low_res) must be divisible by 8, and image_size by low_res")
+        if self.upsample_init not in ("normal", "bilinear"):
+            raise ValueError(f"upsample_init must be normal or bilinear, not {self.upsample_init!r}")
+        if self.attr_head not in ("gender", "race"):
+            raise ValueError(f"attr_head must be gender or race, not {self.attr_head!r}")
         if self.batch_size < 1 or self.n_steps < 1 or not 0 <= self.n_steps_decay <= self.n_steps:
             raise ValueError("need batch_size >= 1, n_steps >= 1, 0 <= n_steps_decay <= n_steps")
 
@@ -478,7 +494,9 @@ class CycleGANTrainer:
         cfg.validate()
         self.cfg, self.rank, self.world = cfg, rank, world
         self.device = resolve_device(cfg.device)
-        self.amp = cfg.amp == "bf16"
+        from faceswap_pipeline.machine import resolve_amp
+
+        self.amp = resolve_amp(cfg.amp, self.device.type)
         self.is_main = rank == 0
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
@@ -493,8 +511,10 @@ class CycleGANTrainer:
             "D_m": PatchDiscriminator(**dk),
             "D_f": PatchDiscriminator(**dk),
         }
-        for net in self.nets.values():
+        for name, net in self.nets.items():
             _init_weights(net)
+            if name.startswith("G_") and cfg.upsample_init == "bilinear":
+                bilinear_init_transposed(net)
             net.to(self.device, memory_format=mf).train()
         if feat_net is None and cfg.lambda_identity > 0:
             raise ValueError("the perceptual identity loss needs a feature network (lambda_identity > 0)")
@@ -506,7 +526,7 @@ class CycleGANTrainer:
         gp = [p for n in ("G_m2f", "G_f2m") for p in self.nets[n].parameters()]
         dp = [p for n in ("D_m", "D_f") for p in self.nets[n].parameters()]
         self.opt_G = torch.optim.Adam(gp, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
-        self.opt_D = torch.optim.Adam(dp, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
+        self.opt_D = torch.optim.Adam(dp, lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
 
         # wrappers used for training calls (DDP then compile); self.nets keeps the plain modules
@@ -527,8 +547,11 @@ class CycleGANTrainer:
         self.val_m = val_m
         self.val_f = val_f
         self.step = 0
+        self.pretrain_step = 0
         self.pairs_seen = 0
         self.wall_time_s = 0.0
+        self.cpu_time_s = 0.0  # this process's CPU time spent in training steps (cumulative over resumes)
+        self._pool_res = 0  # the resolution the image pools hold
         self._acc = torch.zeros(len(LOSS_NAMES), device=self.device)
         self._acc_n = 0
         self.history: list[dict[str, float]] = []
@@ -539,16 +562,71 @@ class CycleGANTrainer:
 
     # ---- one iteration
     def _set_lr(self) -> None:
-        lr = self.cfg.lr * lr_factor(self.step, self.cfg.n_steps, self.cfg.n_steps_decay)
-        for opt in (self.opt_G, self.opt_D):
+        f = lr_factor(self.step, self.cfg.n_steps, self.cfg.n_steps_decay)
+        for opt, lr in ((self.opt_G, self.cfg.lr), (self.opt_D, self.cfg.lr_d or self.cfg.lr)):
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = lr * f
+
+    def resolution(self) -> int:
+        """The side the current step trains at (the curriculum's low resolution first, then ``image_size``)."""
+        cfg = self.cfg
+        return cfg.low_res if cfg.low_res and self.step < cfg.low_res_steps else cfg.image_size
 
     def _real_pair(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The next augmented male and female batches, ``(B, 3, S, S)`` float in [-1, 1] on the device."""
+        """The next augmented male and female batches, ``(B, 3, s, s)`` float in [-1, 1] on the device.
+
+        ``s`` is :meth:`resolution`; lower resolutions are area-downscaled from the stored faces.
+        """
         cfg, b = self.cfg, self.cfg.batch_size
-        return (augment(self.stream_m.next(b), cfg.flip, cfg.jitter, cfg.channels_last),
-                augment(self.stream_f.next(b), cfg.flip, cfg.jitter, cfg.channels_last))
+        res = self.resolution()
+        out = []
+        for stream in (self.stream_m, self.stream_f):
+            x = augment(stream.next(b), cfg.flip, cfg.jitter, False)
+            if res != x.shape[-1]:
+                x = F.avg_pool2d(x, x.shape[-1] // res)
+            out.append(x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x)
+        if res != self._pool_res:  # a pool holds fakes of one resolution: start afresh at a switch
+            if self._pool_res:
+                log.info("step %d: resolution %d -> %d (image pools restart)", self.step, self._pool_res, res)
+            self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+            self._pool_res = res
+        return out[0], out[1]
+
+    def _guidance(self, fake: torch.Tensor, target: int) -> torch.Tensor:
+        """Attribute guidance: cross-entropy of the frozen attribute net on randomly jittered fakes.
+
+        The fakes (``(B, 3, s, s)`` in [-1, 1]) are flipped, shifted and scaled at random
+        (differentiable bilinear resampling) before the classifier, so no fixed pixel pattern
+        fools it; the loss compares only the pair's two classes (``attr_class_m`` / ``_f``).
+        ``target``: 0 = domain m's class, 1 = domain f's.
+        """
+        cfg = self.cfg
+        x = fake.float().add(1).mul(0.5)
+        b = x.shape[0]
+        j = cfg.attr_jitter
+        scale = 1.0 + (torch.rand(b, device=x.device) * 2 - 1) * j
+        flip = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=x.device)
+        theta[:, 0, 0] = scale * flip
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = (torch.rand(b, 2, device=x.device) * 2 - 1) * 2 * j
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        logits = self.feat_net(x)[cfg.attr_head].float()[:, [cfg.attr_class_m, cfg.attr_class_f]]
+        return F.cross_entropy(logits, torch.full((b,), target, device=x.device, dtype=torch.long))
+
+    def pretrain_step_(self) -> torch.Tensor:
+        """One generator warm-start step: both generators reproduce real faces of both domains (L1)."""
+        self._set_lr()
+        real_m, real_f = self._real_pair()
+        x = torch.cat([real_m, real_f])
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            loss = F.l1_loss(self.run["G_m2f"](x).float(), x) + F.l1_loss(self.run["G_f2m"](x).float(), x)
+        self.opt_G.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_G.step()
+        self.pretrain_step += 1
+        return loss.detach()
 
     def train_step(self) -> None:
         """One optimisation step of the generators then the discriminators (reference order)."""
@@ -575,14 +653,18 @@ class CycleGANTrainer:
                 )
             else:
                 loss_idt = torch.zeros((), device=self.device)
-            loss_G = loss_gan + loss_cyc + loss_idt
+            if cfg.lambda_attr > 0:
+                loss_attr = cfg.lambda_attr * (self._guidance(fake_f, 1) + self._guidance(fake_m, 0))
+            else:
+                loss_attr = torch.zeros((), device=self.device)
+            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
 
         loss_D_m, loss_D_f = self._d_step(real_m, real_f, fake_m, fake_f)
 
-        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_D_m, loss_D_f]).detach().float()
+        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_D_m, loss_D_f]).detach().float()
         self._acc_n += 1
         self.step += 1
         self.pairs_seen += b * self.world
@@ -709,8 +791,11 @@ class CycleGANTrainer:
             "format": CKPT_FORMAT,
             "config": asdict(self.cfg),
             "step": self.step,
+            "pretrain_step": self.pretrain_step,
             "pairs_seen": self.pairs_seen,
             "wall_time_s": self.wall_time_s,
+            "cpu_time_s": self.cpu_time_s,
+            "pool_res": self._pool_res,
             "opts": {"G": self.opt_G.state_dict(), "D": self.opt_D.state_dict()},
             "scheds": {"policy": "linear", "lr": self.cfg.lr, "n_steps": self.cfg.n_steps, "n_steps_decay": self.cfg.n_steps_decay},
             "pool": {"m": self.pool_m.state_dict(), "f": self.pool_f.state_dict()},
@@ -740,8 +825,11 @@ class CycleGANTrainer:
         else:
             log.warning("checkpoint world size %s != %s: data order restarts", st.get("world"), self.world)
         self.step = int(st["step"])
+        self.pretrain_step = int(st.get("pretrain_step", 0))
         self.pairs_seen = int(st["pairs_seen"])
         self.wall_time_s = float(st["wall_time_s"])
+        self.cpu_time_s = float(st.get("cpu_time_s", 0.0))
+        self._pool_res = int(st.get("pool_res", self.resolution()))
         self.history = list(st.get("history", []))
         self.command = str(st.get("command", ""))
 
@@ -762,6 +850,7 @@ class CycleGANTrainer:
         end = cfg.n_steps if max_steps is None else min(cfg.n_steps, self.step + max_steps)
         t0 = time.perf_counter()
         wall0 = self.wall_time_s
+        c0, cpu0 = time.process_time(), self.cpu_time_s
         t_log, steps_log = t0, self.step
         stop_reason = "n_steps"
         stop = {"signal": 0}
@@ -775,9 +864,18 @@ class CycleGANTrainer:
         old = {}
         if threading.current_thread() is threading.main_thread():
             old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-        while self.step < end:
+        while self.pretrain_step < cfg.g_pretrain_steps and not stop["signal"]:
+            loss = self.pretrain_step_()
+            self.wall_time_s = wall0 + time.perf_counter() - t0
+            self.cpu_time_s = cpu0 + time.process_time() - c0
+            if self.pretrain_step % cfg.log_every == 0 or self.pretrain_step == cfg.g_pretrain_steps:
+                log.info("generator warm start %d/%d: L1 %.4g", self.pretrain_step, cfg.g_pretrain_steps, float(loss))
+            if cfg.ckpt_every and self.pretrain_step % cfg.ckpt_every == 0:
+                self.save()
+        while self.step < end and not stop["signal"]:
             self.train_step()
             self.wall_time_s = wall0 + time.perf_counter() - t0
+            self.cpu_time_s = cpu0 + time.process_time() - c0
             s = self.step
             if s % cfg.log_every == 0 or s == end:
                 losses = self.pop_losses()  # the only per-interval host sync
@@ -799,12 +897,16 @@ class CycleGANTrainer:
                 if v:
                     for k, val in v.items():
                         self.scalar(k, val)
-                    self.history.append({"step": s, "pairs_seen": self.pairs_seen, "wall_time_s": self.wall_time_s, **v})
+                    self.history.append({"step": s, "pairs_seen": self.pairs_seen, "wall_time_s": self.wall_time_s,
+                                         "cpu_time_s": self.cpu_time_s, **v})
                     print(json.dumps({"step": s, **{k.split("/")[-1]: round(val, 4) for k, val in v.items()}}), flush=True)
             if cfg.ckpt_every and s % cfg.ckpt_every == 0:
                 self.save()
             if cfg.max_minutes and (time.perf_counter() - t0) / 60.0 >= cfg.max_minutes:
                 stop_reason = "max_minutes"
+                break
+            if cfg.max_cpu_minutes and self.cpu_time_s / 60.0 >= cfg.max_cpu_minutes:
+                stop_reason = "max_cpu_minutes"
                 break
             if stop["signal"]:
                 stop_reason = f"signal {stop['signal']}"
@@ -824,7 +926,28 @@ class CycleGANTrainer:
             _plot_history(self.history, run_dir / "target_rate.png")
             if self._writer is not None:
                 self._writer.flush()
-        return {"step": self.step, "pairs_seen": self.pairs_seen, "wall_time_s": self.wall_time_s, "stop": stop_reason, "checkpoint": str(path)}
+        if stop["signal"]:
+            stop_reason = f"signal {stop['signal']}"
+        return {"step": self.step, "pairs_seen": self.pairs_seen, "wall_time_s": self.wall_time_s, "cpu_time_s": self.cpu_time_s,
+                "stop": stop_reason, "checkpoint": str(path)}
+
+
+def bilinear_init_transposed(net: nn.Module) -> None:
+    """Make every stride-2, 3x3 transposed conv of ``net`` start as bilinear upsampling of a 1x1 conv.
+
+    A ``ConvTranspose2d(k=3, s=2, p=1, output_padding=1)`` computes each of its four output phases
+    from different kernel taps (1, 2, 2 and 4 of them), so a random kernel gives the phases
+    different gains: the 2-px checkerboard. Here each kernel is ``W[cin, cout] * outer(t, t)`` with
+    ``t = (0.5, 1, 0.5)`` and ``W`` the layer's current (random) weights' centre tap, which is exactly
+    a 1x1 conv followed by bilinear x2 upsampling: every phase has gain 1 at init (ICNR's idea for
+    sub-pixel convs, Aitken et al. 2017, applied to the seed's ``uk`` layers).
+    """
+    t = torch.tensor([0.5, 1.0, 0.5])
+    for m in net.modules():
+        if isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (3, 3) and m.stride == (2, 2):
+            with torch.no_grad():
+                w = m.weight[:, :, 1:2, 1:2].clone()
+                m.weight.copy_(w * torch.outer(t, t).to(w))
 
 
 def _init_weights(net: nn.Module, gain: float = 0.02) -> None:

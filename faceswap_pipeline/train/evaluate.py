@@ -135,6 +135,32 @@ def framing_box(size: int, rescale: Sequence[float]) -> tuple[float, float, floa
     return (x0, y0, x0 + side, y0 + side)
 
 
+def face_boxes(
+    images: np.ndarray | torch.Tensor, rescale: Sequence[float] = (1.1, 1.1, 1.1, 1.3)
+) -> tuple[list[tuple[float, float, float, float]], np.ndarray]:
+    """dlib HOG (upsample 1) on each face crop: the largest box, or :func:`framing_box` when HOG finds none.
+
+    Args:
+        images: ``(N, H, W, 3)`` uint8 RGB or ``(N, 3, H, W)`` float32 in [0, 1].
+        rescale: the crops' framing, for the fallback box.
+
+    Returns:
+        ``(boxes, found)``: ``(x0, y0, x1, y1)`` per image, and ``(N,)`` bool, True where HOG found a face.
+    """
+    det = _dlib_models()[0]
+    u8 = _as_nhwc_u8(images)
+    boxes, found = [], np.zeros(len(u8), dtype=bool)
+    for i, im in enumerate(u8):
+        rects = det(im, 1)
+        if len(rects):
+            r = max(rects, key=lambda r: r.area())
+            boxes.append((float(r.left()), float(r.top()), float(r.right() + 1), float(r.bottom() + 1)))
+            found[i] = True
+        else:
+            boxes.append(framing_box(im.shape[1], rescale))
+    return boxes, found
+
+
 def face_descriptors(
     images: np.ndarray | torch.Tensor,
     boxes: Sequence[Sequence[float]] | None = None,
@@ -144,8 +170,7 @@ def face_descriptors(
 
     Args:
         images: ``(N, H, W, 3)`` uint8 RGB or ``(N, 3, H, W)`` float32 in [0, 1].
-        boxes: face box per image (``(x0, y0, x1, y1)``); default: HOG (upsample 1) on the
-            image, or :func:`framing_box` when HOG finds nothing.
+        boxes: face box per image (``(x0, y0, x1, y1)``); default: :func:`face_boxes`.
         rescale: the crops' framing, for the fallback box.
 
     Returns:
@@ -153,24 +178,13 @@ def face_descriptors(
     """
     import dlib
 
-    det, sp, rec = _dlib_models()
+    _, sp, rec = _dlib_models()
     u8 = _as_nhwc_u8(images)
+    used = [tuple(float(v) for v in b) for b in boxes] if boxes is not None else face_boxes(u8, rescale)[0]
     out = np.zeros((len(u8), 128), np.float32)
-    used = []
-    for i, im in enumerate(u8):
-        if boxes is not None:
-            b = tuple(float(v) for v in boxes[i])
-        else:
-            rects = det(im, 1)
-            if len(rects):
-                r = max(rects, key=lambda r: r.area())
-                b = (r.left(), r.top(), r.right() + 1, r.bottom() + 1)
-            else:
-                b = framing_box(im.shape[1], rescale)
+    for i, (im, b) in enumerate(zip(u8, used)):
         rect = dlib.rectangle(int(round(b[0])), int(round(b[1])), int(round(b[2])) - 1, int(round(b[3])) - 1)
-        shape = sp(im, rect)
-        out[i] = np.asarray(rec.compute_face_descriptor(im, shape), dtype=np.float32)
-        used.append(b)
+        out[i] = np.asarray(rec.compute_face_descriptor(im, sp(im, rect)), dtype=np.float32)
     return out, used
 
 
@@ -281,8 +295,15 @@ def evaluate_generator(
     seed: int = 0,
     batch_size: int = 16,
     voting: bool = True,
+    judge: Any | None = None,
+    real_target_u8: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """All three measures for one generator on ``inputs_u8`` ``(N, S, S, 3)`` uint8 source-domain faces."""
+    """Every measure of one generator on ``inputs_u8`` ``(N, S, S, 3)`` uint8 source-domain faces.
+
+    The attribute network's target rate and dlib identity always; with ``judge`` (a
+    :class:`~faceswap_pipeline.train.judge.Judge`), the independent judge's target rate and the
+    quality figures too (realism needs ``real_target_u8``: real target-domain faces, >= 2N).
+    """
     _, dst = split_direction(direction)
     x = _as_bchw(inputs_u8)
     y = apply_generator(generator, x, batch_size)
@@ -299,6 +320,12 @@ def evaluate_generator(
         "identity_distance_median": round(float(np.median(dist)), 4) if len(dist) else None,
         "frac_same_person": round(float((dist < SAME_PERSON).mean()), 4) if len(dist) else None,
     }
+    if judge is not None and len(x):
+        from faceswap_pipeline.train.judge import describe
+
+        ref = describe(real_target_u8, rescale)[0] if real_target_u8 is not None and len(real_target_u8) else None
+        scored = judge.score(np.ascontiguousarray(inputs_u8), _as_nhwc_u8(y), direction, ref)
+        res.update({k: v for k, v in scored.items() if k not in ("direction", "n")})
     if sheet_path is not None and len(x):
         pick = np.random.default_rng(seed).choice(len(x), size=min(sheet_n, len(x)), replace=False)
         contact_sheet(inputs_u8[pick], y[torch.from_numpy(pick)], sheet_path)
@@ -325,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--no-voting", action="store_true", help="classify outputs with one pass instead of 45-window voting (45x faster)")
+    p.add_argument("--no-judge", action="store_true", help="skip the independent dlib-descriptor judge and the quality figures")
     return p
 
 
@@ -349,9 +377,23 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(args.seed)
     if args.n and len(idx) > args.n:
         idx = np.sort(rng.choice(idx, size=args.n, replace=False))
+    judge, real = None, None
+    if not args.no_judge:
+        from faceswap_pipeline.train.judge import JUDGE_NAME, Judge
+        from faceswap_pipeline.weights import has_model
+
+        if has_model(JUDGE_NAME, args.weights_dir):
+            judge = Judge(rescale=pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)), weights_dir=args.weights_dir)
+            _, dst = split_direction(direction)
+            tidx = select_domain(pack, dst, args.min_age, args.max_age, args.max_pad)
+            if len(tidx) > 2 * len(idx):
+                tidx = np.sort(rng.choice(tidx, size=2 * len(idx), replace=False))
+            real = pack.images(tidx)
+        else:
+            log.warning("%s not found: reporting without the independent judge", JUDGE_NAME)
     res = evaluate_generator(gen, attr, pack.images(idx), direction, args.sheet,
                              rescale=pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)),
-                             seed=args.seed, batch_size=args.batch_size, voting=not args.no_voting)
+                             seed=args.seed, batch_size=args.batch_size, voting=not args.no_voting, judge=judge, real_target_u8=real)
     res.update({"generator": args.generator, "pack": str(args.pack), "command": "faceswap-pipeline evaluate " + " ".join(sys.argv[1:] if argv is None else argv)})
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)

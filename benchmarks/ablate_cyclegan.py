@@ -1,0 +1,247 @@
+"""CycleGAN recipe ablation at equal CPU time (issue 11): which recipe swaps gender fastest on a CPU?
+
+Each *arm* is one trainer configuration (:data:`ARMS`, flags of ``faceswap_pipeline.train.cyclegan``).
+An arm trains on one thread until its training CPU time reaches ``--cpu-minutes``; every
+``--eval-every`` CPU-minutes it stops, saves a generator snapshot and scores both generators at
+128 px on held-out validation adults with the **independent judge** (dlib-descriptor probes,
+``faceswap_pipeline.train.judge``) beside the attribute network's rate and the quality figures
+(identity, face found, realism FD, sharpness, 2-px grid energy). Evaluation time is not counted
+as training CPU time. State lives in ``--root/<arm>/`` (outside the checkout); re-running the
+same command resumes the arm exactly where it stopped.
+
+    python benchmarks/ablate_cyclegan.py train --arm seed --packs ~/faceswap-runs/packs --root ~/faceswap-runs/ablation
+    python benchmarks/ablate_cyclegan.py report --root ~/faceswap-runs/ablation \\
+        --json benchmarks/results/cyclegan_ablation.json --plot docs/benchmarks/cyclegan_ablation.png
+
+Run two arms at a time (one per core); each uses ``--threads 1``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger("ablate_cyclegan")
+
+# The seed's recipe is the trainer's defaults (LSGAN + cycle 10 + perceptual identity 5, Adam
+# 2e-4/0.5, pool 50, batch 1, 128 px). Every arm uses a constant learning rate (the ablation
+# compares speed of progress, not the end of a schedule).
+COMMON = ["--n-steps", "1000000", "--n-steps-decay", "0"]
+RECIPE = ["--upsample-init", "bilinear", "--g-pretrain-steps", "300", "--low-res", "64", "--low-res-steps", "{low_res_steps}"]
+ARMS: dict[str, list[str]] = {
+    "seed": [],
+    "seed_bilinear": ["--upsample-init", "bilinear"],
+    "recipe": [*RECIPE, "--lambda-attr", "1.0"],
+    "recipe_noattr": [*RECIPE],
+    "recipe_attr3": [*RECIPE, "--lambda-attr", "3.0"],
+    "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
+}
+
+
+def _val_faces(pack_path: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Held-out adult validation faces per gender (18-70, crop inside the photo), fixed random draw."""
+    from faceswap_pipeline.train.packs import FacePack
+
+    pack = FacePack(pack_path)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for g in ("male", "female"):
+        idx = pack.select(gender=g, min_age=18, max_age=70, max_pad=0.02)
+        out[g] = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))
+    return out
+
+
+class Scorer:
+    """Judge + attribute net + cached descriptors of the validation faces."""
+
+    def __init__(self, val_pack: Path, n: int, cache: Path, weights_dir: str | None) -> None:
+        from faceswap_pipeline.train.judge import Judge, describe
+        from faceswap_pipeline.train.packs import FacePack
+        from faceswap_pipeline.weights import load_model
+
+        pack = FacePack(val_pack)
+        self.rescale = tuple(pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
+        self.judge = Judge(attr_model=load_model("attributes.v1", folder=weights_dir), rescale=self.rescale, weights_dir=weights_dir)
+        src = _val_faces(val_pack, n, seed=0)
+        ref = _val_faces(val_pack, 4 * n, seed=1)  # real target faces for the realism figures
+        self.inputs = {g: pack.images(i) for g, i in src.items()}
+        self.ref_desc = {}
+        self.in_desc = {}
+        for g in ("male", "female"):
+            key = cache / f"val_{g}_{n}.npz"
+            if key.is_file():
+                with np.load(key, allow_pickle=False) as z:
+                    self.in_desc[g] = (z["desc"], z["found"], [tuple(b) for b in z["boxes"]])
+                    self.ref_desc[g] = z["ref"]
+            else:
+                d, f, b = describe(self.inputs[g], self.rescale)
+                others = np.setdiff1d(ref[g], src[g])[: 2 * n]
+                self.ref_desc[g] = describe(pack.images(others), self.rescale)[0]
+                self.in_desc[g] = (d, f, b)
+                key.parent.mkdir(parents=True, exist_ok=True)
+                np.savez(key, desc=d, found=f, boxes=np.asarray(b), ref=self.ref_desc[g])
+
+    def score(self, gens: dict[str, torch.nn.Module]) -> dict[str, Any]:
+        from faceswap_pipeline.train.cyclegan import translate
+
+        res = {}
+        for direction, src, dst in (("male2female", "male", "female"), ("female2male", "female", "male")):
+            x = torch.from_numpy(self.inputs[src]).permute(0, 3, 1, 2)
+            y = translate(gens[direction].eval(), x, batch=16)
+            gens[direction].train()
+            y8 = (y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()
+            res[direction] = self.judge.score(self.inputs[src], y8, direction, self.ref_desc[dst], self.in_desc[src])
+        return res
+
+
+def _wait_for_judge(weights_dir: str | None, poll_s: float = 30.0, timeout_s: float = 7200.0) -> None:
+    """Block until the judge's probes are registered (they may still be fitting in another process)."""
+    from faceswap_pipeline.train.judge import JUDGE_NAME
+    from faceswap_pipeline.weights import has_model
+
+    t0 = time.perf_counter()
+    while not has_model(JUDGE_NAME, weights_dir):
+        if time.perf_counter() - t0 > timeout_s:
+            raise RuntimeError(f"{JUDGE_NAME} not found: fit it with python -m faceswap_pipeline.train.judge fit ...")
+        log.info("waiting for %s ...", JUDGE_NAME)
+        time.sleep(poll_s)
+
+
+def train_arm(args: argparse.Namespace) -> int:
+    from faceswap_pipeline.train import cyclegan
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root).expanduser() / args.arm
+    root.mkdir(parents=True, exist_ok=True)
+    packs = Path(args.packs).expanduser()
+    flags = [f.format(low_res_steps=args.low_res_steps) for f in ARMS[args.arm]]
+    argv = [
+        "--pack-m", str(packs / "utk_train.npz"), "--pack-f", str(packs / "utk_train.npz"),
+        "--select-m", "gender=0,age>=18,age<=70,pad<=0.02", "--select-f", "gender=1,age>=18,age<=70,pad<=0.02",
+        "--attr-weights", args.weights_dir or "", "--run-dir", str(root), "--threads", str(args.threads),
+        "--val-every", "0", "--grid-every", "0", "--log-every", "100", "--ckpt-every", "1000", "--tensorboard", "0",
+        "--seed", str(args.seed), *COMMON, *flags, *args.extra,
+    ]
+    p = argparse.ArgumentParser()
+    cyclegan.add_config_args(p)
+    cfg = cyclegan.config_from_args(p.parse_args(argv))
+    if not cfg.attr_weights:
+        from faceswap_pipeline.weights import weights_dir
+
+        cfg.attr_weights = str(weights_dir(None))
+    ckpt = root / "last.pt"
+    trainer = cyclegan.build_trainer(cfg)
+    if ckpt.is_file():
+        trainer.load_state_dict(cyclegan.load_checkpoint(ckpt))
+        log.info("%s: resumed at step %d, %.1f CPU-min", args.arm, trainer.step, trainer.cpu_time_s / 60)
+    trainer.command = "python benchmarks/ablate_cyclegan.py " + " ".join(sys.argv[1:])
+    (root / "arm.json").write_text(json.dumps({"arm": args.arm, "flags": flags, "argv": argv}, indent=1) + "\n")
+    curve = root / "curve.jsonl"
+    done = {json.loads(line)["mark"] for line in curve.read_text().splitlines()} if curve.is_file() else set()
+    scorer = None
+    marks = np.arange(args.eval_every, args.cpu_minutes + 1e-9, args.eval_every)
+    for mark in marks:
+        if trainer.cpu_time_s / 60.0 < mark - 1e-6:
+            trainer.cfg.max_cpu_minutes = float(mark)
+            summary = trainer.fit()
+            if not summary["stop"].startswith("max_cpu"):
+                log.info("%s: stopped (%s)", args.arm, summary["stop"])
+                return 1
+        if float(mark) in done:
+            continue
+        if scorer is None:
+            _wait_for_judge(args.weights_dir)
+            scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir)
+        t0 = time.perf_counter()
+        res = scorer.score({"male2female": trainer.nets["G_m2f"], "female2male": trainer.nets["G_f2m"]})
+        rec = {"arm": args.arm, "mark": float(mark), "cpu_minutes": round(trainer.cpu_time_s / 60, 2), "step": trainer.step,
+               "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(),
+               "eval_s": round(time.perf_counter() - t0, 1), **res}
+        with curve.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        torch.save({k: trainer.nets[k].state_dict() for k in ("G_m2f", "G_f2m")}, root / f"gens_{int(mark):03d}min.pt")
+        log.info("%s @ %.0f CPU-min: step %d judge m2f %.3f f2m %.3f | attr %.3f %.3f | id %.3f %.3f",
+                 args.arm, mark, trainer.step, res["male2female"]["judge_target_rate"], res["female2male"]["judge_target_rate"],
+                 res["male2female"].get("attr_target_rate", float("nan")), res["female2male"].get("attr_target_rate", float("nan")),
+                 res["male2female"]["identity_median"], res["female2male"]["identity_median"])
+    return 0
+
+
+def report(args: argparse.Namespace) -> int:
+    root = Path(args.root).expanduser()
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for c in sorted(root.glob("*/curve.jsonl")):
+        curves[c.parent.name] = [json.loads(line) for line in c.read_text().splitlines() if line.strip()]
+    arms = {c.parent.name: json.loads((c.parent / "arm.json").read_text()) for c in root.glob("*/curve.jsonl")}
+    if args.json:
+        from faceswap_pipeline.machine import describe_machine, native_bf16
+
+        doc = {"machine": describe_machine("cpu"), "native_bf16": native_bf16(), "threads": 1, "arms": arms, "curves": curves}
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        figs = [("judge_target_rate", "independent judge: target rate"), ("attr_target_rate", "attribute net: target rate"),
+                ("identity_median", "median identity distance"), ("face_found_outputs", "dlib finds the face")]
+        fig, axes = plt.subplots(2, len(figs), figsize=(4 * len(figs), 6.5), sharex=True)
+        for j, (key, title) in enumerate(figs):
+            for i, direction in enumerate(("male2female", "female2male")):
+                ax = axes[i, j]
+                for arm, recs in curves.items():
+                    ax.plot([r["cpu_minutes"] for r in recs], [r[direction].get(key, np.nan) for r in recs], marker="o", label=arm)
+                ax.set_title(f"{direction}: {title}", fontsize=9)
+                ax.grid(alpha=0.3)
+                if i == 1:
+                    ax.set_xlabel("training CPU-minutes (1 thread)")
+        axes[0, 0].legend(fontsize=8)
+        fig.tight_layout()
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(args.plot, dpi=80)
+    for arm, recs in curves.items():
+        last = recs[-1]
+        print(f"{arm:16s} {last['cpu_minutes']:6.1f} min step {last['step']:6d} | "
+              + " | ".join(f"{d[:1]}2{d.split('2')[1][:1]} judge {last[d]['judge_target_rate']:.3f} attr {last[d].get('attr_target_rate', float('nan')):.3f} "
+                           f"id {last[d]['identity_median']:.3f} found {last[d]['face_found_outputs']:.2f}/{last[d]['face_found_inputs']:.2f} "
+                           f"sharp {last[d]['sharpness_ratio']:.2f} grid {last[d]['grid_energy_ratio']:.2f}"
+                           for d in ("male2female", "female2male")))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("train")
+    t.add_argument("--arm", required=True, choices=sorted(ARMS))
+    t.add_argument("--packs", required=True)
+    t.add_argument("--root", default="~/faceswap-runs/ablation")
+    t.add_argument("--weights-dir", default=None)
+    t.add_argument("--cpu-minutes", type=float, default=40.0)
+    t.add_argument("--eval-every", type=float, default=10.0)
+    t.add_argument("--n-eval", type=int, default=150, help="validation faces per direction at each mark")
+    t.add_argument("--low-res-steps", type=int, default=6000, help="curriculum arms: steps at 64 px")
+    t.add_argument("--threads", type=int, default=1)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("extra", nargs="*", help="more trainer flags (after --)")
+    r = sub.add_parser("report")
+    r.add_argument("--root", default="~/faceswap-runs/ablation")
+    r.add_argument("--json", default=None)
+    r.add_argument("--plot", default=None)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return train_arm(args) if args.cmd == "train" else report(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
