@@ -323,3 +323,234 @@ def test_example_help() -> None:
     r = subprocess.run([sys.executable, str(REPO / "examples" / "train_srresnet.py"), "--help"], capture_output=True,
                        text=True, timeout=60, cwd=REPO, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
     assert r.returncode == 0 and "--faces" in r.stdout
+
+
+# ----------------------------------------------------------------- ICNR and grid energy (issue 14)
+
+
+def _flat_and_gradient(n: int = 32) -> list[torch.Tensor]:
+    yy, xx = torch.meshgrid(torch.linspace(0.2, 0.8, n), torch.linspace(0.3, 0.7, n), indexing="ij")
+    return [torch.full((1, 3, n, n), 0.5), torch.stack([yy, xx, (yy + xx) / 2])[None]]
+
+
+def _ratios(y: torch.Tensor, scale: int, normalise: bool = False) -> dict[int, float]:
+    """Grid ratios at 2 and 4 px of an SR output, borders (4 LR px) cropped; optionally contrast-normalised."""
+    from faceswap_pipeline.ops.spectral import grid_ratios
+
+    if normalise:  # an untrained net's output contrast is arbitrary: measure it at 25 grey levels std
+        y = (y - y.mean()) / (y.std() + 1e-8) * 0.1 + 0.5
+    c = 4 * scale
+    return {k: float(v[0]) for k, v in grid_ratios(y[..., c:-c, c:-c].double().numpy(), (2, 4)).items()}
+
+
+def test_grid_ratio_detects_grids() -> None:
+    from faceswap_pipeline.ops.spectral import grid_ratio, sharpness
+    from faceswap_pipeline.train.degrade import grid_pattern
+
+    img = _smooth_image(64, 64, seed=5)
+    clean = grid_ratio(img.numpy(), 2)[0]
+    assert 0.3 < clean < 3.0
+    for kind in ("checker", "rows", "cols"):
+        dotted = (img + 3 / 255 * grid_pattern(64, 64, kind, 2)).numpy()  # 3 grey levels on 4 of noise
+        assert grid_ratio(dotted, 2)[0] > 10 * clean
+        assert grid_ratio((img + 3 / 255 * grid_pattern(64, 64, kind, 4)).numpy(), 4)[0] > 10 * grid_ratio(img.numpy(), 4)[0]
+    u8 = np.full((2, 64, 64, 3), 100, np.uint8)
+    assert grid_ratio(u8, 2).tolist() == [1.0, 1.0] and sharpness(u8).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        grid_ratio(np.zeros((1, 30, 30, 3), np.uint8), 4)
+
+
+def test_icnr_init() -> None:
+    from faceswap_pipeline.archs.srresnet import icnr_, icnr_project_, upsample_convs
+
+    torch.manual_seed(0)
+    conv = icnr_(torch.nn.Conv2d(8, 32, 3, padding=1), 2)
+    y = torch.nn.PixelShuffle(2)(conv(torch.rand(1, 8, 6, 6)))
+    assert torch.equal(y[..., 0::2, 0::2], y[..., 1::2, 1::2]) and torch.equal(y[..., 0::2, 0::2], y[..., 0::2, 1::2])
+    conv2 = torch.nn.Conv2d(8, 32, 3, padding=1)
+    icnr_project_(conv2, 2)  # trained weights -> nearest ICNR form
+    y2 = torch.nn.PixelShuffle(2)(conv2(torch.rand(1, 8, 6, 6)))
+    assert torch.allclose(y2[..., 0::2, 0::2], y2[..., 1::2, 0::2], atol=1e-6)
+    assert len(upsample_convs(SRResNet(scale=4, n_blocks=1, nf=8))) == 2
+    with pytest.raises(ValueError):
+        icnr_(torch.nn.Conv2d(8, 30, 3), 2)
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_untrained_net_has_no_grid(scale: int) -> None:
+    """ICNR: no 2-/4-px grid at initialisation; the same net without ICNR has one (the test can see it)."""
+    for nb, nf in ((2, 8), (16, 64)):
+        torch.manual_seed(0)
+        icnr = SRResNet(scale=scale, n_blocks=nb, nf=nf, img_skip="none").eval()
+        torch.manual_seed(0)
+        plain = SRResNet(scale=scale, n_blocks=nb, nf=nf, img_skip="none", icnr=False).eval()
+        flat, grad = _flat_and_gradient()
+        with torch.no_grad():
+            r_flat, p_flat = _ratios(icnr(flat), scale, True), _ratios(plain(flat), scale, True)
+            r_grad, p_grad = _ratios(icnr(grad), scale, True), _ratios(plain(grad), scale, True)
+        assert max(r_flat.values()) < 1.2, r_flat
+        assert max(p_flat.values()) > 100, p_flat  # random sub-pixel filters: a strong grid
+        # On a ramp, conv + nearest-neighbour upsampling leaves a faint staircase; ICNR is still
+        # well over an order of magnitude below the random init.
+        assert r_grad[2] < 0.05 * p_grad[2], (r_grad, p_grad)
+        # The shipped configuration (image skip, zero tail) starts exactly at Keys bicubic: ratio 1.
+        torch.manual_seed(0)
+        skip = SRResNet(scale=scale, n_blocks=nb, nf=nf, img_skip="bicubic_aa").eval()
+        with torch.no_grad():
+            for x in (flat, grad):
+                assert max(_ratios(skip(x), scale).values()) < 1.05
+
+
+def test_bicubic_aa_skip_reproduces_ramps() -> None:
+    """torch's a=-0.75 bicubic leaves a period-``scale`` ripple on a ramp; the a=-0.5 skip does not."""
+    x = torch.linspace(0.2, 0.8, 32).view(1, 1, 1, 32).repeat(1, 3, 8, 1)
+    for scale in (2, 4):
+        aa = SRResNet(scale=scale, n_blocks=1, nf=8, img_skip="bicubic_aa")
+        old = SRResNet(scale=scale, n_blocks=1, nf=8, img_skip="bicubic")
+        with torch.no_grad():
+            d_aa = aa(x)[0, 0, 4, 16:-16].diff()
+            d_old = old(x)[0, 0, 4, 16:-16].diff()
+        assert float(d_aa.max() - d_aa.min()) < 1e-5
+        assert float(d_old.max() - d_old.min()) > 1e-3
+
+
+def test_warm_start_x2_from_x4(tmp_path: Path) -> None:
+    from faceswap_pipeline.archs.srresnet import load_matching
+    from faceswap_pipeline.train.srresnet import warm_start
+
+    x4 = _tiny(4)
+    for mod in x4.modules():  # a "trained" non-zero tail
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.normal_(mod.weight, std=0.01)
+    x2 = SRResNet(scale=2, n_blocks=2, nf=8, img_skip="bicubic_aa")
+    loaded, kept = load_matching(x2, x4.state_dict())
+    assert kept == [] and torch.equal(x2.upsample[0].weight, x4.upsample[0].weight)
+    torch.save({"state_dict": x4.state_dict()}, tmp_path / "last.pt")
+    x2b = SRResNet(scale=2, n_blocks=2, nf=8, img_skip="bicubic_aa")
+    info = warm_start(x2b, str(tmp_path / "last.pt"), icnr_project=True, reset="tail")
+    assert info["kept"] == ["tail.weight", "tail.bias"] and torch.equal(x2b.body[0].body[0].weight, x4.body[0].body[0].weight)
+    x = torch.rand(1, 3, 10, 10)
+    with torch.no_grad():  # zero tail: the warm-started net is exactly the Keys bicubic of its input
+        ref = F.interpolate(x, scale_factor=2, mode="bicubic", align_corners=False, antialias=True)
+        assert torch.allclose(x2b.eval()(x), ref, atol=1e-6)
+
+
+# -------------------------------------------------------------------------------- degradations
+
+
+def test_degradation_chain_is_deterministic_and_covers_every_op() -> None:
+    from faceswap_pipeline.train.degrade import DegradeConfig, degrade_batch, degrade_one
+
+    hr = _smooth_image(32, 32, seed=2)
+    cfg = DegradeConfig()
+    ops_seen: set[str] = set()
+    orders: set[tuple[str, ...]] = set()
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        lr, ops = degrade_one(hr, 4, cfg, rng)
+        assert lr.shape == (1, 3, 8, 8) and 0 <= float(lr.min()) and float(lr.max()) <= 1
+        assert torch.equal(lr, torch.round(lr * 255) / 255)  # 8-bit
+        names = tuple(o.split("(")[0] for o in ops)
+        ops_seen.update(names)
+        orders.add(tuple(n for n in names if n in ("blur", "resize", "noise", "jpeg")))
+    assert ops_seen == {"clean", "blur", "resize", "noise", "jpeg", "final", "grid"}
+    first = {o.index("blur") < o.index("jpeg") for o in orders if "blur" in o and "jpeg" in o}
+    assert first == {True, False}  # random order: blur before JPEG in some chains, after it in others
+    a = degrade_batch(hr.repeat(3, 1, 1, 1), 2, cfg, np.random.default_rng(7))
+    b = degrade_batch(hr.repeat(3, 1, 1, 1), 2, cfg, np.random.default_rng(7))
+    assert a.shape == (3, 3, 16, 16) and torch.equal(a, b)
+    clean, ops = degrade_one(hr, 2, DegradeConfig(clean_prob=1.0), rng)
+    from faceswap_pipeline.train.srresnet import degrade
+
+    assert ops == ["clean"] and torch.allclose(clean, degrade(hr, 2), atol=1 / 255 + 1e-6)
+    with pytest.raises(ValueError):
+        degrade_one(torch.rand(1, 3, 30, 30), 4, cfg, rng)
+
+
+def test_blur_kernels() -> None:
+    from faceswap_pipeline.train.degrade import blur, gaussian_kernel
+
+    iso = gaussian_kernel((1.0, 1.0), 0.0)
+    assert iso.shape == (1, 7, 7) and float(iso.sum()) == pytest.approx(1.0, abs=1e-6)
+    assert torch.allclose(iso[0], iso[0].T, atol=1e-7)
+    aniso = gaussian_kernel((2.0, 0.5), 0.0)[0]
+    assert float(aniso[aniso.shape[0] // 2].sum()) > float(aniso[:, aniso.shape[1] // 2].sum())  # wide along x
+    turned = gaussian_kernel((2.0, 0.5), 90.0)[0]
+    assert torch.allclose(turned, aniso.T, atol=2e-3)
+    x = torch.rand(1, 3, 5, 5)
+    assert blur(x, gaussian_kernel((3.0, 3.0), 0.0)).shape == x.shape  # kernel larger than the image
+
+
+def test_generator_lr_pairs(tiny_weights: str) -> None:
+    from faceswap_pipeline.train.degrade import GeneratorLR, load_generators
+
+    gen = GeneratorLR(load_generators(folder=tiny_weights))
+    hr = _smooth_image(64, 64, seed=4)
+    lr, target = gen.pair(hr, 0, 2)
+    assert lr.shape == (1, 3, 32, 32) and target.shape == hr.shape
+    # The target keeps the HR detail: its high frequencies are the HR's, not the generator's.
+    hf = lambda t: t - F.avg_pool2d(F.pad(t, (2, 2, 2, 2), mode="replicate"), 5, 1)  # noqa: E731
+    assert float((hf(target) - hf(hr)).abs().mean()) < 0.3 * float(hf(hr).abs().mean()) + 0.01
+
+
+# ------------------------------------------------------------------------- trainer with degradations
+
+
+def _write_fake_pack(path: Path, n: int = 6) -> None:
+    from faceswap_pipeline.train.packs import encode_jpeg, write_pack
+    from faceswap_pipeline.train.splits import is_validation
+
+    names = [nm for nm in (f"{20 + i}_{i % 2}_0_2017{i:04d}.jpg.chip.jpg" for i in range(40)) if not is_validation(nm)][:n]
+    imgs = [(_smooth_image(128, 128, seed=10 + i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8) for i in range(n)]
+    labels = {"age": np.full(n, 30), "gender": np.arange(n) % 2, "race": np.zeros(n), "fallback": np.zeros(n, bool),
+              "pad": np.zeros(n), "box": np.zeros((n, 4)), "name": np.array(names)}
+    write_pack(path, [encode_jpeg(im) for im in imgs], labels, {"size": 128})
+
+
+def test_trainer_degradations_gen_aug_and_warm_start(tmp_path: Path, tiny_weights: str) -> None:
+    from faceswap_pipeline.train.srresnet import SRConfig, train
+    from faceswap_pipeline.weights import load_model, read_manifest
+
+    faces, scenes = _write_fake_data(tmp_path)
+    _write_fake_pack(tmp_path / "pack.npz")
+    common = dict(faces=str(faces), scenes=str(scenes), n_blocks=1, nf=8, patch=16, batch_size=4, steps=6, warmup=2,
+                  val_faces=2, val_every=3, ckpt_every=2, log_every=2, tensorboard=False, threads=1, img_skip="bicubic_aa",
+                  degrade="mix", gen_fraction=0.5, gen_pack=str(tmp_path / "pack.npz"), gen_weights_dir=tiny_weights)
+    a = train(SRConfig(out=str(tmp_path / "x4"), **common))
+    assert len(a["losses"]) == 6 and all(math.isfinite(v) for v in a["losses"])
+    b1 = train(SRConfig(out=str(tmp_path / "r"), stop_at=3, **common))
+    b2 = train(SRConfig(out=str(tmp_path / "r"), resume=True, **common))
+    assert b1["losses"] + b2["losses"] == a["losses"]  # bit-exact resume with degradations and generator pairs
+    # x2 warm-started from the x4 run's checkpoint, exported and registered.
+    wdir = tmp_path / "w"
+    c = train(SRConfig(out=str(tmp_path / "x2"), **{**common, "gen_fraction": 0.0, "steps": 2}, scale=2,
+                       init_from=str(tmp_path / "x4" / "last.pt"), icnr_project=True, init_reset="tail",
+                       export=str(wdir / "x2.safetensors"), export_name="srresnet.x2", weights_dir=str(wdir)))
+    assert math.isfinite(c["losses"][-1])
+    entry = read_manifest(wdir)["srresnet.x2"]
+    assert entry["kwargs"]["scale"] == 2 and "degradation chain" in entry["training"]["data"]["patches"]
+    assert load_model("srresnet.x2", folder=wdir)(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    with pytest.raises(ValueError):
+        train(SRConfig(out=str(tmp_path / "bad"), **{**common, "degrade": "gan"}))
+    with pytest.raises(ValueError):
+        train(SRConfig(out=str(tmp_path / "bad"), **{**common, "gen_pack": ""}))
+
+
+# ----------------------------------------------------------------------------- stage: precision
+
+
+def test_bf16_auto_follows_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    import faceswap_pipeline.machine as machine
+    from faceswap_pipeline.stages.upscale import resolve_bf16
+
+    for native in (True, False):
+        monkeypatch.setattr(machine, "native_bf16", lambda n=native: n)
+        assert resolve_bf16("auto", "cpu") is native
+        assert SRUpscaler(_tiny(4)).bf16 is native  # the default is "auto"
+        assert ImageUpscaler(_tiny(2)).bf16 is native
+    assert resolve_bf16("auto", "cuda") is True
+    assert resolve_bf16(False, "cpu") is False and resolve_bf16(True, "cpu") is True and resolve_bf16("none", "cpu") is False
+    recs = [ImageRecord(np.zeros((8, 8, 3), np.uint8), faces=[_face(200), _face(600)])]
+    SRUpscaler(_tiny(4), model_x2=_tiny(2), bf16=False, channels_last=True)(recs)
+    assert [f.output.shape[-1] for f in recs[0].faces] == [256, 512]
+    assert recs[0].faces[0].output.is_contiguous()

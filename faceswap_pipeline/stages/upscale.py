@@ -19,6 +19,10 @@ pipeline stage, resize mode leaves ``output`` at 128 px (the blend stage's exact
 bicubic upscale) and records ``"upscale:resize"`` on faces above ``min_face``.
 
 The SR networks' raw outputs are clamped to [0, 1] here (the architecture does not clamp).
+
+Precision: ``bf16="auto"`` (the default) runs the networks under bf16 autocast on CUDA and on
+CPUs with native bf16 instructions (AVX512-BF16 / AMX, :func:`faceswap_pipeline.machine.native_bf16`),
+and in float32 elsewhere (emulated bf16 is slower than float32); ``True`` / ``False`` force it.
 """
 
 from __future__ import annotations
@@ -66,11 +70,22 @@ def choose_scale(paste_size: float, min_face: int = 128, have_x2: bool = False, 
     return 4
 
 
-def _run(model: nn.Module, x: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+def resolve_bf16(bf16: bool | str, device: str | torch.device) -> bool:
+    """``True`` / ``False``, or ``"auto"`` (bf16 on CUDA and native-bf16 CPUs; see :func:`~faceswap_pipeline.machine.resolve_amp`)."""
+    if isinstance(bf16, str):
+        from faceswap_pipeline.machine import resolve_amp
+
+        return resolve_amp({"auto": "auto", "bf16": "bf16", "none": "none", "fp32": "none"}.get(bf16, bf16), torch.device(device).type)
+    return bool(bf16)
+
+
+def _run(model: nn.Module, x: torch.Tensor, bf16: bool = False, channels_last: bool = False) -> torch.Tensor:
     """Network output clamped to [0, 1] (float32); ``bf16`` runs it under bf16 autocast."""
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bf16):
         y = model(x)
-    return y.float().clamp_(0.0, 1.0)
+    return y.float().contiguous().clamp_(0.0, 1.0)
 
 
 class SRUpscaler(ModelStage):
@@ -82,8 +97,9 @@ class SRUpscaler(ModelStage):
         batch_size: faces per forward pass (a 128 px face needs ~0.3 GB of activations at x4).
         min_face: paste sizes at or below this get no SR.
         model_x2: optional x2 network, used for paste sizes in ``(min_face, 256]``.
-        bf16: run the networks under bf16 autocast (on this project's CPU: ~1.5x faster, -0.001 dB
-            PSNR-Y on held-out faces; see ``docs/benchmarks/sr.md``). Default fp32.
+        bf16: bf16 autocast: ``"auto"`` (default: on CUDA and native-bf16 CPUs), True or False
+            (measured speed and quality in ``docs/benchmarks/sr.md``).
+        channels_last: run the networks in channels-last memory format.
 
     Shape:
         ``face.output``: (3, 128, 128) float32 in [0, 1] -> (3, k*128, k*128), k in {1, 2, 4}.
@@ -98,11 +114,13 @@ class SRUpscaler(ModelStage):
         batch_size: int = 4,
         min_face: int = 128,
         model_x2: nn.Module | None = None,
-        bf16: bool = False,
+        bf16: bool | str = "auto",
+        channels_last: bool = False,
     ) -> None:
         super().__init__(device, batch_size)
         self.min_face = int(min_face)
-        self.bf16 = bool(bf16)
+        self.bf16 = resolve_bf16(bf16, self.device)
+        self.channels_last = bool(channels_last)
         self.resize_only = isinstance(model, str)
         if self.resize_only and model != RESIZE:
             raise ValueError(f"model must be an nn.Module or {RESIZE!r}, not {model!r}")
@@ -111,6 +129,9 @@ class SRUpscaler(ModelStage):
         if model_x2 is not None:
             self.modules["x2"] = model_x2.eval()
         self.to(self.device)
+        if self.channels_last:
+            for m in self.modules.values():
+                m.to(memory_format=torch.channels_last)
 
     @classmethod
     def from_pretrained(
@@ -121,7 +142,8 @@ class SRUpscaler(ModelStage):
         batch_size: int = 4,
         min_face: int = 128,
         x2_name: str | None = "srresnet.x2",
-        bf16: bool = False,
+        bf16: bool | str = "auto",
+        channels_last: bool = False,
     ) -> SRUpscaler:
         """Load shipped weights (sha256-verified); ``name="resize"`` needs none.
 
@@ -133,7 +155,7 @@ class SRUpscaler(ModelStage):
 
         model = load_model(name, folder=weights_dir, device=device)
         x2 = load_model(x2_name, folder=weights_dir, device=device) if x2_name and has_model(x2_name, weights_dir) else None
-        return cls(model, device, batch_size, min_face, model_x2=x2, bf16=bf16)
+        return cls(model, device, batch_size, min_face, model_x2=x2, bf16=bf16, channels_last=channels_last)
 
     def scale_for(self, paste_size: float) -> int:
         """The factor this stage applies to a face pasted at ``paste_size`` px (see :func:`choose_scale`)."""
@@ -157,7 +179,7 @@ class SRUpscaler(ModelStage):
             for i in range(0, len(faces), self.batch_size):
                 chunk = faces[i : i + self.batch_size]
                 x = torch.stack([f.output for f in chunk]).to(self.device, torch.float32)
-                y = _run(net, x, self.bf16)
+                y = _run(net, x, self.bf16, self.channels_last)
                 for f, out in zip(chunk, y):
                     f.output = out.to(f.output.device)
                     f.actions.append(f"upscale:x{k}")
@@ -173,7 +195,7 @@ class ImageUpscaler:
         tile: LR tile side for tiled inference.
         overlap: minimum LR pixels shared by neighbouring tiles (24 keeps SRResNet within 1/255 of untiled).
         scale: the factor; taken from ``model.scale`` for a network, required (default 4) for resize.
-        bf16: run the network under bf16 autocast (faster on CPUs with bf16 support; default fp32).
+        bf16: bf16 autocast: ``"auto"`` (default: on CUDA and native-bf16 CPUs), True or False.
 
     Example:
         >>> up = ImageUpscaler("resize", scale=2)
@@ -190,10 +212,10 @@ class ImageUpscaler:
         tile: int = 128,
         overlap: int = 24,
         scale: int | None = None,
-        bf16: bool = False,
+        bf16: bool | str = "auto",
     ) -> None:
         self.device = torch.device(device)
-        self.bf16 = bool(bf16)
+        self.bf16 = resolve_bf16(bf16, self.device)
         self.tile, self.overlap = int(tile), int(overlap)
         if isinstance(model, str):
             if model != RESIZE:
@@ -219,7 +241,7 @@ class ImageUpscaler:
         weights_dir: str | os.PathLike[str] | None = None,
         tile: int = 128,
         overlap: int = 24,
-        bf16: bool = False,
+        bf16: bool | str = "auto",
     ) -> ImageUpscaler:
         """Load shipped weights (sha256-verified); ``name="resize"`` gives the bicubic x4 upscaler."""
         if name == RESIZE:

@@ -11,6 +11,19 @@ Held-out scenes: after sorting the scene file names, every ``scene_holdout_every
 (indices 0, 5, 10, ... with the default 5, i.e. 16 of 80) is held out for evaluation and never
 trained on; :func:`split_scenes` is the single definition used by the trainer and the benchmark.
 
+Degradation (``--degrade``): ``bicubic`` (the above, what the first ``srresnet.x4`` was trained
+on) or ``mix``: the BSRGAN / Real-ESRGAN-style random chain of
+:mod:`faceswap_pipeline.train.degrade` (blur kernels, resize methods, noise, JPEG in random
+order, a faint 2-/4-px grid, a share of clean samples), so the net learns to clean the inputs the
+pipeline really gives it instead of sharpening their artefacts. ``--gen-fraction`` replaces that
+share of the face patches by real CycleGAN generator outputs (:class:`~faceswap_pipeline.train.degrade.GeneratorLR`)
+made from the 128 px faces of a train-split face pack (``--gen-pack``).
+
+Warm start (``--init-from``): a manifest name (``srresnet.x4``) or a ``last.pt``; every tensor
+whose name and shape match is copied (an x2 net takes the x4's head, trunk, first upsampling
+stage and tail). ``--icnr-project`` then projects the sub-pixel convolutions onto the ICNR form
+(nearest-neighbour upsampling, no checkerboard) before fine-tuning.
+
 Loss: L1 (or MSE) between SR and HR, plus optionally ``perceptual_weight`` times a perceptual
 loss in the feature space of the project's own attribute network (``attributes.v1``). No
 pretrained VGG-16 can be downloaded in this project, so the seed's VGG perceptual loss is
@@ -67,7 +80,14 @@ class SRConfig:
     nf: int = 64  # filters (seed: 64)
     variant: str = "srresnet"  # srresnet (BN + PReLU) | edsr (no BN, residual scaling)
     res_scale: float = 0.0  # 0 = variant default (1.0 srresnet, 0.1 edsr)
-    img_skip: str = "bicubic"  # none (Ledig) | bicubic | bilinear: add the interpolated input to the output
+    img_skip: str = "bicubic"  # none (Ledig) | bicubic (a=-0.75) | bicubic_aa (a=-0.5) | bilinear: add the interpolated input to the output
+    degrade: str = "bicubic"  # LR inputs: bicubic (clean) | mix (random blur/resize/noise/JPEG/grid chain)
+    gen_fraction: float = 0.0  # share of face patches whose LR is a real CycleGAN output (needs gen_pack)
+    gen_pack: str = ""  # train-split face pack (.npz, 128 px crops) for the generator augmentation
+    gen_weights_dir: str = ""  # folder of the generators' manifest ("" = default weights folder)
+    init_from: str = ""  # warm start: manifest name (e.g. srresnet.x4) or a checkpoint path; matching tensors are copied
+    icnr_project: bool = False  # after init_from, project the sub-pixel convs onto ICNR (no checkerboard)
+    init_reset: str = ""  # comma-separated parameter-name prefixes left as initialised by init_from (e.g. tail: start at bicubic)
     patch: int = 64  # HR patch side (seed: 64)
     batch_size: int = 16
     steps: int = 3000  # total optimisation steps (the lr schedule spans these)
@@ -189,6 +209,79 @@ class PatchSampler:
         return torch.from_numpy(arr).permute(0, 3, 1, 2).float().div_(255.0)
 
 
+class GenPatchSource:
+    """HR/LR patch pairs from real generator outputs (see :class:`~faceswap_pipeline.train.degrade.GeneratorLR`).
+
+    Faces are the pack's train-split crops with little padding (``pad <= 0.02``); randomness comes
+    from the caller's generator (the trainer's checkpointed sampler).
+    """
+
+    def __init__(self, pack: str, patch: int, scale: int, weights_dir: str | None = None) -> None:
+        from faceswap_pipeline.train.degrade import GeneratorLR, load_generators
+        from faceswap_pipeline.train.packs import FacePack
+
+        self.pack = FacePack(pack)
+        names = self.pack.labels["name"]
+        keep = np.flatnonzero((self.pack.labels["pad"] <= 0.02) & np.array([not is_validation(str(n)) for n in names]))
+        if not len(keep):
+            raise ValueError(f"no train-split faces with pad <= 0.02 in {pack}")
+        self.idx, self.patch, self.scale = keep, int(patch), int(scale)
+        self.gen = GeneratorLR(load_generators(folder=weights_dir))
+
+    def pair(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(hr, lr)``: ``(3, patch, patch)`` target and ``(3, patch / scale, patch / scale)`` input."""
+        i = int(self.idx[int(rng.integers(len(self.idx)))])
+        face = to_tensor(self.pack.images([i])[0])
+        lr, hr = self.gen.pair(face, int(self.pack.labels["gender"][i]), self.scale)
+        s, p = self.scale, self.patch
+        n = (face.shape[-1] - p) // s + 1
+        y, x = int(rng.integers(n)) * s, int(rng.integers(n)) * s
+        hr, lr = hr[0, :, y : y + p, x : x + p], lr[0, :, y // s : (y + p) // s, x // s : (x + p) // s]
+        if rng.random() < 0.5:
+            hr, lr = hr.flip(-1), lr.flip(-1)
+        k = int(rng.integers(4))
+        return hr.rot90(k, (-2, -1)), lr.rot90(k, (-2, -1))
+
+
+def make_batch(cfg: SRConfig, sampler: PatchSampler, gen: GenPatchSource | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(hr, lr)`` training batch: HR patches, LR by ``cfg.degrade``, a ``gen_fraction`` share from ``gen``."""
+    from faceswap_pipeline.train.degrade import DegradeConfig, degrade_batch
+
+    hr = sampler.batch(cfg.batch_size)
+    lr = degrade_batch(hr, cfg.scale, DegradeConfig(), sampler.rng) if cfg.degrade == "mix" else degrade(hr, cfg.scale)
+    if gen is not None and cfg.gen_fraction > 0:
+        hr, lr = hr.clone(), lr.clone()
+        for i in np.flatnonzero(sampler.rng.random(cfg.batch_size) < cfg.gen_fraction):
+            hr[i], lr[i] = gen.pair(sampler.rng)
+    return hr, lr
+
+
+def warm_start(model: torch.nn.Module, source: str, icnr_project: bool = False, reset: str = "") -> dict[str, Any]:
+    """Copy matching tensors from a manifest model or checkpoint into ``model``; optional ICNR projection.
+
+    ``reset``: comma-separated name prefixes not copied (``"tail"`` with an image skip keeps the
+    zero tail, so the warm-started net starts exactly at the interpolated input).
+    """
+    from faceswap_pipeline.archs.srresnet import icnr_project_, load_matching, upsample_convs
+
+    if Path(source).is_file():
+        state = torch.load(source, map_location="cpu", weights_only=False)["state_dict"]
+    else:
+        from faceswap_pipeline.weights import load_model
+
+        state = load_model(source).state_dict()
+    prefixes = tuple(p.strip() + "." for p in reset.split(",") if p.strip())
+    if prefixes:
+        state = {k: v for k, v in state.items() if not k.startswith(prefixes)}
+    loaded, kept = load_matching(model, state)
+    if icnr_project:
+        for conv in upsample_convs(model):
+            icnr_project_(conv, 2)
+    log.info("warm start from %s: %d tensors copied, %d kept as initialised (%s)%s", source, len(loaded), len(kept),
+             ", ".join(kept) or "none", "; sub-pixel convs projected onto ICNR" if icnr_project else "")
+    return {"from": source, "copied": len(loaded), "kept": kept, "icnr_project": icnr_project}
+
+
 # ---------------------------------------------------------------------------------------- model
 
 
@@ -267,6 +360,10 @@ def train(cfg: SRConfig) -> dict[str, Any]:
         raise ValueError(f"loss must be l1 or mse, not {cfg.loss!r}")
     if cfg.patch % cfg.scale:
         raise ValueError(f"patch {cfg.patch} must be a multiple of scale {cfg.scale}")
+    if cfg.degrade not in ("bicubic", "mix"):
+        raise ValueError(f"degrade must be bicubic or mix, not {cfg.degrade!r}")
+    if cfg.gen_fraction > 0 and not cfg.gen_pack:
+        raise ValueError("gen_fraction > 0 needs gen_pack (a train-split face pack)")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
@@ -282,6 +379,9 @@ def train(cfg: SRConfig) -> dict[str, Any]:
     val_images = [read_rgb(p) for p in faces_val[: cfg.val_faces]]
 
     model, kwargs = build_model(cfg)
+    if cfg.init_from and not cfg.resume:
+        warm_start(model, cfg.init_from, cfg.icnr_project, cfg.init_reset)
+    gen = GenPatchSource(cfg.gen_pack, cfg.patch, cfg.scale, cfg.gen_weights_dir or None) if cfg.gen_fraction > 0 else None
     model.to(cfg.device).train()
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -328,8 +428,8 @@ def train(cfg: SRConfig) -> dict[str, Any]:
             break
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
-        hr = sampler.batch(cfg.batch_size).to(cfg.device)
-        lr_img = degrade(hr, cfg.scale)
+        hr, lr_img = make_batch(cfg, sampler, gen)
+        hr, lr_img = hr.to(cfg.device), lr_img.to(cfg.device)
         if cfg.channels_last:
             hr, lr_img = hr.contiguous(memory_format=torch.channels_last), lr_img.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -384,6 +484,7 @@ def train(cfg: SRConfig) -> dict[str, Any]:
 def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: int, elapsed: float,
            val: dict[str, float] | None, n_faces: int, n_scenes: int) -> dict[str, Any]:
     """Save fp16 safetensors to ``cfg.export`` and (if ``cfg.export_name``) register it in the manifest."""
+    from faceswap_pipeline.train.degrade import DegradeConfig
     from faceswap_pipeline.weights import register_weights, save_weights
 
     path = Path(cfg.export)
@@ -400,7 +501,15 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
             "data": {
                 "faces": f"UTKFace train/ (project train split, {n_faces} chips; validation split excluded)",
                 "scenes": f"Sun & Hays 80 scenes minus held-out (sorted index % {cfg.scene_holdout_every} == 0): {n_scenes} used",
-                "patches": f"{cfg.patch}x{cfg.patch} HR, LR = antialiased bicubic /{cfg.scale}, 8-bit; flips + rot90",
+                "patches": f"{cfg.patch}x{cfg.patch} HR, LR = " + (
+                    f"antialiased bicubic /{cfg.scale}" if cfg.degrade == "bicubic" else
+                    f"degradation chain /{cfg.scale} (faceswap_pipeline.train.degrade.DegradeConfig defaults: "
+                    + json.dumps(DegradeConfig().to_dict()) + ")"
+                ) + ", 8-bit; flips + rot90",
+                "generator_augmentation": (f"{cfg.gen_fraction:.0%} of patches: LR = shipped CycleGAN generator on the "
+                                           f"/{cfg.scale} face of {Path(cfg.gen_pack).name} (train split), target = HR + "
+                                           "the generator's low-frequency change") if cfg.gen_fraction else "none",
+                "init_from": cfg.init_from or "random (ICNR sub-pixel convs)",
                 "scene_fraction": cfg.scene_fraction,
             },
             "split": "faceswap_pipeline.train.splits.is_validation (sha1 of file name, 10%)",
