@@ -87,7 +87,9 @@ class Scorer:
                 self.ref_desc[g] = describe(pack.images(others), self.rescale)[0]
                 self.in_desc[g] = (d, f, b)
                 key.parent.mkdir(parents=True, exist_ok=True)
-                np.savez(key, desc=d, found=f, boxes=np.asarray(b), ref=self.ref_desc[g])
+                tmp = key.with_name(key.stem + f".{id(self)}.tmp.npz")
+                np.savez(tmp, desc=d, found=f, boxes=np.asarray(b), ref=self.ref_desc[g])
+                tmp.replace(key)
 
     def score(self, gens: dict[str, torch.nn.Module]) -> dict[str, Any]:
         from faceswap_pipeline.train.cyclegan import translate
@@ -175,6 +177,26 @@ def train_arm(args: argparse.Namespace) -> int:
     return 0
 
 
+def score_weights(args: argparse.Namespace) -> int:
+    """Score shipped (or any exported) generators with the same faces and judge, as a reference row."""
+    from faceswap_pipeline.weights import load_model, model_entry
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root).expanduser() / args.name
+    root.mkdir(parents=True, exist_ok=True)
+    gens = {d: load_model(f"cyclegan.{d}", folder=args.gen_weights) for d in ("male2female", "female2male")}
+    tr = model_entry("cyclegan.male2female", args.gen_weights).get("training", {})
+    _wait_for_judge(None)
+    scorer = Scorer(Path(args.packs).expanduser() / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", None)
+    res = scorer.score(gens)
+    rec = {"arm": args.name, "mark": 0.0, "cpu_minutes": round(float(tr.get("wall_time_s", 0)) / 60, 1), "step": int(tr.get("steps", 0)),
+           "note": f"exported generators from {args.gen_weights or 'the shipped weights'} (minutes: their recorded wall time)", **res}
+    (root / "curve.jsonl").write_text(json.dumps(rec) + "\n")
+    (root / "arm.json").write_text(json.dumps({"arm": args.name, "flags": [], "weights": args.gen_weights}) + "\n")
+    print(json.dumps(rec, indent=1))
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser()
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -234,13 +256,20 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("extra", nargs="*", help="more trainer flags (after --)")
+    w = sub.add_parser("score", help="score exported generators (default: the shipped ones) as a reference row")
+    w.add_argument("--name", default="shipped")
+    w.add_argument("--gen-weights", default=None)
+    w.add_argument("--packs", required=True)
+    w.add_argument("--root", default="~/faceswap-runs/ablation")
+    w.add_argument("--n-eval", type=int, default=150)
+    w.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--root", default="~/faceswap-runs/ablation")
     r.add_argument("--json", default=None)
     r.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return train_arm(args) if args.cmd == "train" else report(args)
+    return {"train": train_arm, "score": score_weights, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":

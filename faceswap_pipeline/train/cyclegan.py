@@ -1102,8 +1102,13 @@ def evaluate_export(
     n_identity: int = 200,
     sheet_path: str | os.PathLike[str] | None = None,
     sheet_n: int = 32,
+    judge: Any | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Metrics of the shipped (stored) generators against the checkpoint's fp32 ones on validation faces.
+
+    With ``judge`` (:class:`~faceswap_pipeline.train.judge.Judge`) each direction also gets the
+    independent judge's target rate and the quality figures under ``"judge"`` (realism against
+    the other domain's validation faces).
 
     For each direction: target rate of fp32 and stored models, mean |stored - fp32| of outputs
     (in [0, 1] pixel units), max abs difference, and optionally a mean identity distance
@@ -1144,6 +1149,13 @@ def evaluate_export(
             k = min(n_identity, len(src))
             m["mean_identity_distance"] = round(float(identity_fn(src[:k].float() / 255.0, y_st[:k])), 4)
             m["n_identity_faces"] = k
+        if judge is not None:
+            from faceswap_pipeline.train.judge import describe
+
+            to8 = lambda t: (t.float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy()  # noqa: E731
+            src8 = src.permute(0, 2, 3, 1).numpy()
+            other = (val_f if female else val_m).permute(0, 2, 3, 1).numpy()
+            m["judge"] = judge.score(src8, to8(y_st), direction, describe(other, judge.rescale)[0])
         if sheet_path is not None and direction == "male2female":
             contact_sheet(src[:sheet_n].float() / 255.0, y_st[:sheet_n], sheet_path)
             m["contact_sheet"] = str(sheet_path)
@@ -1244,8 +1256,13 @@ def _main_export(args: argparse.Namespace) -> int:
         n = args.eval_n or 0
         val_m = load_domain(cfg.val_pack_m, cfg.val_select_m or cfg.select_m, n)
         val_f = load_domain(cfg.val_pack_f, cfg.val_select_f or cfg.select_f, n)
+        from faceswap_pipeline.train.judge import JUDGE_NAME, Judge
+        from faceswap_pipeline.weights import has_model
+
+        judge = Judge(rescale=tuple(framing.get("rescale", (1.1, 1.1, 1.1, 1.3)))) if has_model(JUDGE_NAME) else None
         metrics = evaluate_export(args.export, args.out_dir, load_attribute_net(cfg), val_m, val_f,
-                                  identity_fn=_identity_fn(framing), n_identity=args.identity_n, sheet_path=args.sheet or None)
+                                  identity_fn=_identity_fn(framing), n_identity=args.identity_n, sheet_path=args.sheet or None,
+                                  judge=judge)
         export(args.export, args.out_dir, args.storage, metrics=metrics, framing=framing, command=command, feature_net=feat,
                data=f"{cfg.pack_m} [{cfg.select_m}] / {cfg.pack_f} [{cfg.select_f}]")
         print(json.dumps(metrics, indent=2), flush=True)

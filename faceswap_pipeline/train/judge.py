@@ -281,7 +281,8 @@ class Judge:
             inputs_u8, outputs_u8: ``(N, S, S, 3)`` uint8 source faces and their translations.
             direction: e.g. ``"male2female"``.
             real_target_desc: descriptors of real target-domain validation faces (``(M, 128)``,
-                M >= 2N advised) for the realism figures; None skips them.
+                M >= 2N advised: the figures use ``k = min(N, M // 2)`` faces of each set); None
+                skips the realism figures.
             inputs_desc: a cached ``describe(inputs_u8)`` result.
 
         Returns:
@@ -312,12 +313,13 @@ class Judge:
             _, dst = direction.split("2", 1)
             r["attr_target_rate"] = round(target_rate(self.attr, outputs_u8, dst, voting=False), 4)
             r["attr_target_rate_of_inputs"] = round(target_rate(self.attr, inputs_u8, dst, voting=False), 4)
-        if real_target_desc is not None and len(real_target_desc) >= 2 * len(inputs_u8) >= 4:
-            n = len(inputs_u8)
-            ref, other = real_target_desc[:n], real_target_desc[n : 2 * n]
-            r["realism_fd"] = round(frechet_distance(d_out, ref), 4)
+        if real_target_desc is not None and min(len(inputs_u8), len(real_target_desc) // 2) >= 8:
+            k = min(len(inputs_u8), len(real_target_desc) // 2)  # equal set sizes: FD is biased by N
+            ref, other = real_target_desc[:k], real_target_desc[k : 2 * k]
+            r["realism_n"] = k
+            r["realism_fd"] = round(frechet_distance(d_out[:k], ref), 4)
             r["realism_fd_real_vs_real"] = round(frechet_distance(other, ref), 4)
-            r["realism_fd_of_inputs"] = round(frechet_distance(d_in, ref), 4)
+            r["realism_fd_of_inputs"] = round(frechet_distance(d_in[:k], ref), 4)
         return r
 
     def _found(self, images_u8: np.ndarray) -> tuple[list, np.ndarray]:
