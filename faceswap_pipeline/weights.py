@@ -60,18 +60,48 @@ def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return shipped_dir()
 
 
+def check_explicit_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder the caller asked for (``override``, else ``$FACESWAP_WEIGHTS``), checked.
+
+    Returns None when neither is set (the shipped weights are used).
+
+    Raises:
+        WeightsError: the folder asked for does not exist or is not a folder. A typo must not
+            silently fall back to the shipped weights.
+    """
+    if override is not None:
+        folder, source = Path(override), "weights folder"
+    elif os.environ.get(ENV_VAR):
+        folder, source = Path(os.environ[ENV_VAR]), f"{ENV_VAR} folder"
+    else:
+        return None
+    if not folder.is_dir():
+        what = "is not a folder" if folder.exists() else "does not exist"
+        raise WeightsError(f"{source} {str(folder)!r} {what} (unset it to use the shipped weights)")
+    return folder
+
+
 def search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
     """Folders searched for a model, in order: :func:`weights_dir`, then the shipped weights.
 
     So a folder of your own models (``--weights-dir`` / ``$FACESWAP_WEIGHTS``) overrides the
     models it has, and everything else still comes from the shipped weights.
+
+    Raises:
+        WeightsError: an explicitly given folder does not exist (see :func:`check_explicit_dir`).
     """
+    check_explicit_dir(override)
     dirs = [weights_dir(override), shipped_dir()]
     return [d for i, d in enumerate(dirs) if d.resolve() not in {x.resolve() for x in dirs[:i]}]
 
 
 def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
-    """The ``models`` mapping of one folder's manifest (empty if it has none)."""
+    """The ``models`` mapping of one folder's manifest (empty if it has none).
+
+    Raises:
+        WeightsError: an explicitly given folder does not exist (see :func:`check_explicit_dir`).
+    """
+    check_explicit_dir(folder)
     path = weights_dir(folder) / MANIFEST
     if not path.is_file():
         return {}
