@@ -11,9 +11,12 @@ Reading (:func:`read_image`):
   EXIF's embedded thumbnail is dropped: on an output it would still show the original picture.
 * Every Pillow mode is converted to RGB: greyscale (``1``, ``L``, ``I;16``, ``I``, ``F``), palette
   (``P``, with transparency becoming alpha), ``LA``/``PA``/``RGBA`` (alpha split off), ``CMYK``,
-  ``YCbCr``, ``LAB``, ``HSV``. 16-bit samples are scaled to 8 bits with rounding
-  (``round(v / 257)``). Pillow itself decodes 16-bit *RGB* PNG/TIFF files to 8 bits by keeping the
-  high byte (truncation); greyscale 16-bit files are rounded here.
+  ``YCbCr``, ``LAB``, ``HSV``. The file's mode stays on the :class:`LoadedImage` (``mode``,
+  ``is_grey``), so that a greyscale photo is written back as greyscale.
+* 16-bit files (greyscale ``I;16`` and 16-bit RGB/RGBA PNG and TIFF) keep their full samples in
+  ``samples16`` (``bits == 16``); ``rgb`` is their 8-bit rounding (``round(v / 257)``). Pillow
+  itself only decodes the high byte of 16-bit RGB samples; the low byte is decoded here with a
+  second pass of Pillow's own decoder.
 * Corrupt, truncated, empty and non-image files raise :class:`ImageReadError` naming the file and
   the reason. Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` is never changed (it must stay False,
   its default) and decoding is forced inside the ``try``, so a partial image is never returned.
@@ -28,6 +31,15 @@ folder (``.<name>.<random>.tmp``), which is renamed over the target with :func:`
 once complete, and removed if anything fails. A half-written output never exists under the target
 name, and a path that resolves to the ``like`` image's own file is refused, so inputs are never
 overwritten.
+
+Grey in, grey out; 16 bits in, 16 bits out: when ``like`` is a greyscale file, the output is
+written greyscale (``L``, or ``LA`` in a PNG with alpha; a colour image is converted to its
+luma, which leaves grey pixels unchanged). When ``like`` is a 16-bit file and the output is a PNG
+or TIFF, it is written with 16-bit samples: every pixel the caller did not change keeps its
+exact 16-bit value, changed ones get the new 8-bit value added to it (``v16 + 257 * (new8 -
+old8)``), so edits stay smooth; an image of another size is scaled up exactly (``v8 * 257``).
+Formats without 16-bit samples (JPEG, WebP, BMP, GIF) get 8 bits. :func:`write_image` returns
+what it wrote (format, mode, bits).
 
 Which metadata each output format keeps (when ``like`` has it):
 
@@ -49,10 +61,13 @@ BMP/GIF   no    no    no     lossless / 256-colour palette
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import secrets
 import struct
+import sys
+import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,6 +116,13 @@ DEFAULT_JPEG_QUALITY = 95
 #: WebP quality used when ``quality=`` is not given (Pillow cannot read a WebP file's quality).
 DEFAULT_WEBP_QUALITY = 95
 
+GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+"""Pillow modes of greyscale files (written back as greyscale)."""
+
+_DEEP_FORMATS = frozenset({"PNG", "TIFF"})  # formats written with 16-bit samples
+_SWAP16 = {"RGB;16B": "RGB;16L", "RGB;16L": "RGB;16B", "RGBA;16B": "RGBA;16L", "RGBA;16L": "RGBA;16B"}
+_SWAP16["RGB;16N"] = _SWAP16["RGB;16L" if sys.byteorder == "little" else "RGB;16B"]
+_SWAP16["RGBA;16N"] = _SWAP16["RGBA;16L" if sys.byteorder == "little" else "RGBA;16B"]
 _ALPHA_FORMATS = frozenset({"PNG", "WEBP", "TIFF"})
 _EXIF_FORMATS = frozenset({"JPEG", "PNG", "WEBP"})
 _ICC_FORMATS = frozenset({"JPEG", "PNG", "WEBP", "TIFF"})
@@ -161,6 +183,10 @@ class LoadedImage:
         tiff_compression: the TIFF compression name, or None.
         webp_lossless: for WebP files, whether the image is lossless (VP8L), else None.
         n_frames: number of frames/pages in the file (only the first is read).
+        bits: bits per sample of the file's pixels: 16 for 16-bit files whose samples were read in
+            full (then in ``samples16``), else 8.
+        samples16: the full 16-bit samples, upright, for ``bits == 16``: shape (H, W) uint16 for
+            greyscale, (H, W, 3) or (H, W, 4) (with alpha) for colour; else None.
     """
 
     rgb: np.ndarray
@@ -178,6 +204,13 @@ class LoadedImage:
     tiff_compression: str | None = None
     webp_lossless: bool | None = None
     n_frames: int = 1
+    bits: int = 8
+    samples16: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def is_grey(self) -> bool:
+        """Whether the file holds a greyscale image (mode in :data:`GREY_MODES`)."""
+        return self.mode in GREY_MODES
 
     @property
     def height(self) -> int:
@@ -190,12 +223,13 @@ class LoadedImage:
         return int(self.rgb.shape[1])
 
     def summary(self) -> dict[str, Any]:
-        """JSON-friendly description (no pixels): size, format, mode, quality, orientation."""
+        """JSON-friendly description (no pixels): size, format, mode, bits, quality, orientation."""
         return {
             "width": self.width,
             "height": self.height,
             "format": self.format,
             "mode": self.mode,
+            "bits": self.bits,
             "alpha": self.alpha is not None,
             "quality": self.quality,
             "orientation": self.orientation,
@@ -491,14 +525,15 @@ def _exif_orientation(im: Any) -> int:
 
 
 def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1-8) to an (H, W[, 3]) uint8 array: what a viewer would show.
+    """Apply an EXIF orientation (1-8) to an (H, W[, C]) array: what a viewer would show.
 
-    Returns a new C-contiguous array. Rotations are copied in 512 x 512 tiles with each RGB pixel
-    viewed as one 3-byte element, which is about 5x faster than a plain strided copy on big photos.
+    Returns a new C-contiguous array of the same dtype. Rotations are copied in 512 x 512 tiles
+    with each pixel viewed as one opaque element (3 bytes for RGB), which is about 5x faster than
+    a plain strided copy on big photos.
     """
     pix = np.ascontiguousarray(a)
     if pix.ndim == 3:
-        pix = pix.view(np.dtype("V3")).reshape(pix.shape[:2])
+        pix = pix.view(np.dtype(f"V{pix.shape[2] * pix.itemsize}")).reshape(pix.shape[:2])
     if orientation == 2:
         v = pix[:, ::-1]
     elif orientation == 3:
@@ -521,7 +556,7 @@ def _orient(a: np.ndarray, orientation: int) -> np.ndarray:
     for y in range(0, h, tile):
         for x in range(0, w, tile):
             out[y : y + tile, x : x + tile] = v[y : y + tile, x : x + tile]
-    return out.view(np.uint8).reshape(h, w, 3) if a.ndim == 3 else out
+    return out.view(a.dtype).reshape(h, w, a.shape[2]) if a.ndim == 3 else out
 
 
 def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
@@ -560,6 +595,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
             w, h = im.size
             if max_pixels is not None and w * h > max_pixels:
                 raise ImageReadError(path, f"{w}x{h} = {w * h} pixels exceeds the limit of {max_pixels} pixels")
+            deep_rgb = im.mode in ("RGB", "RGBA") and _is_deep_tile(im)  # before anything loads the pixels
             orientation_in_file = _exif_orientation(im)  # before load: Pillow applies (and drops) a TIFF one
             im.load()  # decode now, inside the try: truncated data raises here
             fmt = "JPEG" if im.format == "MPO" else (im.format or "UNKNOWN")
@@ -575,7 +611,16 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
                 subsampling = sub if sub in (0, 1, 2) else None
             to_apply = _exif_orientation(im)  # still to apply ourselves (JPEG, PNG, WebP...)
             orientation = to_apply if to_apply != 1 else orientation_in_file
-            rgb, alpha = _pil_to_arrays(im)
+            samples16 = None
+            if mode.startswith("I;16"):
+                samples16 = np.asarray(im).astype(np.uint16)  # native byte order, a copy
+            elif deep_rgb:
+                samples16 = _read_deep_rgb(path, np.asarray(im, dtype=np.uint8))
+            if samples16 is not None and samples16.ndim == 3:
+                rgb = _u16_to_u8(samples16[:, :, :3])
+                alpha = _u16_to_u8(samples16[:, :, 3]) if samples16.shape[2] == 4 else None
+            else:
+                rgb, alpha = _pil_to_arrays(im)
             im.close()  # frees the decoded Pillow image now (leaving the `with` only closes the file)
     except ImageReadError:
         raise
@@ -591,6 +636,7 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
     if to_apply != 1:
         rgb = _orient(rgb, to_apply)
         alpha = None if alpha is None else _orient(alpha, to_apply)
+        samples16 = None if samples16 is None else _orient(samples16, to_apply)
 
     exif = exif_for_output(info.get("exif"))
     dpi = info.get("dpi")
@@ -615,7 +661,52 @@ def read_image(path: PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -
         tiff_compression=str(compression) if compression else None,
         webp_lossless=_webp_is_lossless(path) if fmt == "WEBP" else None,
         n_frames=n_frames,
+        bits=16 if samples16 is not None else 8,
+        samples16=samples16,
     )
+
+
+def _tile_args(tile: Any) -> tuple[str, Any]:
+    """``(rawmode, the tile's args)`` of one Pillow tile (args is a rawmode or a tuple starting with one)."""
+    args = tile.args if hasattr(tile, "args") else tile[3]
+    return (args if isinstance(args, str) else args[0]), args
+
+
+def _is_deep_tile(im: Any) -> bool:
+    """Whether an opened (not yet loaded) RGB/RGBA image is stored with 16-bit samples."""
+    tiles = getattr(im, "tile", None) or []
+    try:
+        return bool(tiles) and all(_tile_args(t)[0] in _SWAP16 for t in tiles)
+    except (AttributeError, IndexError, TypeError):
+        return False
+
+
+def _read_deep_rgb(path: Path, high: np.ndarray) -> np.ndarray | None:
+    """The full 16-bit samples of a 16-bit RGB/RGBA file whose high bytes Pillow decoded (``high``).
+
+    Pillow's unpackers for 16-bit RGB keep the high byte of each sample; decoding the file again
+    with the unpacker of the other byte order yields the low bytes. Returns (H, W, C) uint16, or
+    None (logged) if the second pass fails, in which case the image is used with 8 bits.
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            tiles = []
+            for t in im.tile:
+                raw, args = _tile_args(t)
+                new = _SWAP16[raw] if isinstance(args, str) else (_SWAP16[raw], *args[1:])
+                tiles.append(t._replace(args=new) if hasattr(t, "_replace") else (*t[:3], new))
+            im.tile = tiles
+            im.load()
+            low = np.asarray(im, dtype=np.uint8)
+    except Exception as exc:  # noqa: BLE001 - fall back to the 8-bit decode
+        logger.warning("%s: 16-bit samples could not be read in full (%s); using 8 bits", path, exc)
+        return None
+    if low.shape != high.shape:
+        logger.warning("%s: 16-bit samples could not be read in full; using 8 bits", path)
+        return None
+    return (high.astype(np.uint16) << 8) | low
 
 
 # --------------------------------------------------------------------------------------------
@@ -744,24 +835,28 @@ def write_image(
     like: LoadedImage | None = None,
     alpha: np.ndarray | None = None,
     quality: int | None = None,
-) -> None:
+) -> dict[str, Any]:
     """Write an image atomically, keeping ``like``'s format metadata where the format allows.
 
     The format follows the suffix of ``path`` (see :data:`SUFFIX_TO_FORMAT`), not ``like``. See
-    the module docstring for what each format keeps.
+    the module docstring for what each format keeps, and for greyscale and 16-bit ``like``
+    images (grey in, grey out; 16 bits in a PNG/TIFF stay 16 bits).
 
     Args:
         path: the output file. Its parent folders are created.
         rgb: the pixels. Shape: (H, W, 3) uint8 RGB; any input of :func:`to_uint8_rgb` is
             accepted (an (H, W, 4) array brings its own alpha).
         like: the image this output derives from (usually the :func:`read_image` result of the
-            input): its EXIF (orientation already 1), ICC profile, DPI, JPEG quantisation and
-            alpha are reused. ``path`` must not be ``like.path``.
+            input): its EXIF (orientation already 1), ICC profile, DPI, JPEG quantisation, alpha,
+            greyscale mode and 16-bit samples are reused. ``path`` must not be ``like.path``.
         alpha: transparency to attach, shape (H, W) uint8. None takes the alpha of ``rgb`` (if
             it has 4 channels) or else ``like.alpha``, resized bilinearly if the size changed.
             Dropped for formats without alpha (JPEG, BMP, GIF).
         quality: JPEG/WebP quality 1-100. None keeps the source JPEG's quantisation tables when
             ``like`` is a JPEG, else uses ``like.quality`` or the module defaults.
+
+    Returns:
+        What was written: ``{"format": "PNG", "mode": "I;16", "bits": 16}``.
 
     Raises:
         ValueError: unsupported suffix, bad array, bad alpha shape, or ``path`` is ``like.path``.
@@ -777,12 +872,13 @@ def write_image(
     rgb8, own_alpha = to_uint8_rgb(rgb)
     if quality is not None and not 1 <= int(quality) <= 100:
         raise ValueError(f"quality must be in [1, 100], got {quality}")
+    alpha_from_like = False
     if alpha is None:
         alpha = own_alpha
     if alpha is None and like is not None and like.alpha is not None:
-        alpha = like.alpha
+        alpha, alpha_from_like = like.alpha, True
         if alpha.shape != rgb8.shape[:2]:
-            alpha = _resize_alpha(alpha, rgb8.shape[:2])
+            alpha, alpha_from_like = _resize_alpha(alpha, rgb8.shape[:2]), False
     if alpha is not None:
         alpha, _ = to_uint8_rgb(alpha)
         alpha = alpha[:, :, 0]
@@ -791,13 +887,130 @@ def write_image(
     keep_alpha = alpha is not None and fmt in _ALPHA_FORMATS
     if alpha is not None and not keep_alpha:
         logger.debug("%s has no alpha channel: transparency dropped for %s", fmt, path)
-    if keep_alpha:
-        im = Image.fromarray(np.dstack([rgb8, alpha]))
-    else:
-        im = Image.fromarray(rgb8)
+    grey = like is not None and like.is_grey
+    pixels: np.ndarray = _luma(rgb8) if grey else rgb8
+    deep = like is not None and like.samples16 is not None and fmt in _DEEP_FORMATS
+    if deep and grey and keep_alpha:
+        deep = False  # no 16-bit grey + alpha files are read (Pillow decodes them to 8 bits)
     params = _save_params(fmt, like, quality)
+    if deep:
+        assert like is not None and like.samples16 is not None
+        base = like.samples16 if like.samples16.ndim == 2 else like.samples16[:, :, :3]
+        before = like.rgb[:, :, 0] if base.ndim == 2 else like.rgb
+        pix16 = _lift16(pixels, before, base)
+        if keep_alpha:
+            assert alpha is not None
+            a16 = None
+            if alpha_from_like and like.samples16.ndim == 3 and like.samples16.shape[2] == 4:
+                a16 = like.samples16[:, :, 3]
+            pix16 = np.dstack([pix16, a16 if a16 is not None else alpha.astype(np.uint16) * 257])
+        mode = "I;16" if pix16.ndim == 2 else ("RGBA;16" if pix16.shape[2] == 4 else "RGB;16")
+        with atomic_open(path) as f:
+            if pix16.ndim == 2:
+                Image.fromarray(pix16).save(f, format=fmt, **params)
+            elif fmt == "PNG":
+                _save_png16(f, pix16, like)
+            else:
+                _save_tiff16(f, pix16, like)
+        return {"format": fmt, "mode": mode, "bits": 16}
+    if keep_alpha:
+        assert alpha is not None
+        if grey and fmt == "PNG":
+            im = Image.fromarray(np.dstack([pixels, alpha]), mode="LA")
+        else:
+            im = Image.fromarray(np.dstack([rgb8 if not grey else np.repeat(pixels[:, :, None], 3, 2), alpha]))
+    else:
+        im = Image.fromarray(pixels)
     with atomic_open(path) as f:
         im.save(f, format=fmt, **params)
+    return {"format": fmt, "mode": im.mode, "bits": 8}
+
+
+def _luma(rgb8: np.ndarray) -> np.ndarray:
+    """(H, W) uint8 grey of an (H, W, 3) uint8 RGB image: a grey image's own values, else
+    Pillow's ITU-R 601-2 luma (which maps grey pixels to themselves)."""
+    r, g, b = rgb8[:, :, 0], rgb8[:, :, 1], rgb8[:, :, 2]
+    if np.array_equal(r, g) and np.array_equal(g, b):
+        return np.ascontiguousarray(r)
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(rgb8).convert("L"), dtype=np.uint8)
+
+
+def _lift16(new8: np.ndarray, old8: np.ndarray, old16: np.ndarray) -> np.ndarray:
+    """16-bit output samples for 8-bit pixels ``new8`` derived from a 16-bit image.
+
+    Same size: ``old16 + 257 * (new8 - old8)`` (``old8`` is ``old16`` rounded to 8 bits), so a
+    pixel the caller left unchanged keeps its exact 16-bit value and changed ones move by the
+    8-bit change. Other size: ``new8 * 257`` (exact 8 -> 16-bit scaling).
+    """
+    if new8.shape != old16.shape or old8.shape != old16.shape:
+        return new8.astype(np.uint16) * np.uint16(257)
+    d = new8.astype(np.int32) - old8.astype(np.int32)
+    return np.clip(old16.astype(np.int32) + 257 * d, 0, 65535).astype(np.uint16)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def _save_png16(f: IO[bytes], pix: np.ndarray, like: LoadedImage | None, level: int = 6) -> None:
+    """Write (H, W, 3|4) uint16 samples as a 16-bit RGB(A) PNG (Pillow cannot write one).
+
+    Rows are Paeth-filtered (vectorised; encoding needs no sequential pass) and deflated in
+    blocks. ``like``'s ICC profile (iCCP), EXIF (eXIf) and DPI (pHYs) are written.
+    """
+    h, w, c = pix.shape
+    f.write(b"\x89PNG\r\n\x1a\n")
+    f.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 16, 2 if c == 3 else 6, 0, 0, 0)))
+    if like is not None:
+        if like.icc_profile:
+            f.write(_png_chunk(b"iCCP", b"ICC Profile\x00\x00" + zlib.compress(like.icc_profile)))
+        if like.dpi:
+            ppm = [max(1, round(v / 0.0254)) for v in like.dpi]
+            f.write(_png_chunk(b"pHYs", struct.pack(">IIB", ppm[0], ppm[1], 1)))
+        if like.exif:
+            f.write(_png_chunk(b"eXIf", like.exif[len(_EXIF_HEADER):] if like.exif.startswith(_EXIF_HEADER) else like.exif))
+    bpp = 2 * c
+    comp = zlib.compressobj(level)
+    prev = np.zeros(w * bpp, np.int16)
+    rows = max(1, (1 << 20) // max(1, w * bpp))
+    for y in range(0, h, rows):
+        raw = np.ascontiguousarray(pix[y : y + rows].astype(">u2")).view(np.uint8).reshape(-1, w * bpp).astype(np.int16)
+        up = np.vstack([prev[None], raw[:-1]])
+        left = np.zeros_like(raw)
+        left[:, bpp:] = raw[:, :-bpp]
+        upleft = np.zeros_like(raw)
+        upleft[:, bpp:] = up[:, :-bpp]
+        p = left + up - upleft
+        pa, pb, pc = np.abs(p - left), np.abs(p - up), np.abs(p - upleft)
+        pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, upleft))
+        out = np.empty((raw.shape[0], 1 + w * bpp), np.uint8)
+        out[:, 0] = 4  # Paeth
+        out[:, 1:] = (raw - pred).astype(np.uint8)  # modulo 256
+        data = comp.compress(out.tobytes())
+        if data:
+            f.write(_png_chunk(b"IDAT", data))
+        prev = raw[-1]
+    f.write(_png_chunk(b"IDAT", comp.flush()))
+    f.write(_png_chunk(b"IEND", b""))
+
+
+def _save_tiff16(f: IO[bytes], pix: np.ndarray, like: LoadedImage | None) -> None:
+    """Write (H, W, 3|4) uint16 samples as a 16-bit RGB(A) TIFF (deflate) with ``tifffile``."""
+    import tifffile
+
+    kw: dict[str, Any] = {"photometric": "rgb", "compression": "zlib", "metadata": None}
+    if pix.shape[2] == 4:
+        kw["extrasamples"] = ["unassalpha"]
+    if like is not None:
+        if like.dpi:
+            kw["resolution"], kw["resolutionunit"] = (float(like.dpi[0]), float(like.dpi[1])), "INCH"
+        if like.icc_profile:
+            kw["iccprofile"] = like.icc_profile
+    buf = io.BytesIO()  # tifffile wants a named file or a BytesIO, not a file descriptor's file object
+    tifffile.imwrite(buf, pix, **kw)
+    f.write(buf.getbuffer())
 
 
 # --------------------------------------------------------------------------------------------
@@ -821,6 +1034,12 @@ def has_image_suffix(path: PathLike, extensions: Iterable[str] = IMAGE_EXTENSION
     return Path(path).suffix.lower() in normalise_extensions(extensions)
 
 
+OUTPUT_MARKER = ".faceswap-pipeline.json"
+"""File that a folder run writes into its output folder: the settings its outputs were made with
+(see :mod:`faceswap_pipeline.folder`). :func:`iter_images` never enters a sub-folder that has one,
+so the outputs of an earlier run inside an input folder are never read back as inputs."""
+
+
 def iter_images(
     root: PathLike,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
@@ -834,7 +1053,8 @@ def iter_images(
     ``.jpg`` matches ``a.JPG`` but not ``a.jpg.txt`` or a file named ``jpg``). Hidden files and
     folders (name starting with ``.``) are skipped, symlinked folders are not followed (no
     cycles), and the ``exclude`` folder(s) are never entered (for an output folder inside the
-    input folder).
+    input folder). Nor is any sub-folder holding an :data:`OUTPUT_MARKER`: it holds the outputs
+    of an earlier run (a warning names it).
 
     Args:
         root: a folder, or a single file (returned as ``[root]`` whatever its suffix).
@@ -872,6 +1092,9 @@ def iter_images(
             if d.startswith(".") or not recursive:
                 continue
             if excluded and (here / d).resolve() in excluded:
+                continue
+            if (here / d / OUTPUT_MARKER).is_file():
+                logger.warning("not reading %s: it holds the outputs of an earlier run (it has %s)", here / d, OUTPUT_MARKER)
                 continue
             keep.append(d)
         dirnames[:] = keep

@@ -504,7 +504,8 @@ def test_loaded_image_summary(tmp_path, small):
     img = read_image(tmp_path / "s.jpg")
     assert isinstance(img, LoadedImage)
     assert img.summary() == {
-        "width": 120, "height": 80, "format": "JPEG", "mode": "RGB", "alpha": False, "quality": 80, "orientation": 1,
+        "width": 120, "height": 80, "format": "JPEG", "mode": "RGB", "bits": 8, "alpha": False, "quality": 80,
+        "orientation": 1,
     }  # fmt: skip
 
 

@@ -2,15 +2,49 @@
 
 from __future__ import annotations
 
+import numpy as np
+import torch
+
 from faceswap_pipeline.ops.blend import paste
 from faceswap_pipeline.types import ImageRecord
+
+LUMA = (0.299, 0.587, 0.114)
+"""ITU-R 601-2 luma weights (what Pillow's ``convert("L")`` uses)."""
+
+GREY_CHROMA = 6
+"""A photo counts as greyscale when 99.5 % of its pixels have ``max(R, G, B) - min(R, G, B)`` at or
+below this many levels: exactly grey files (0) and black-and-white photos stored as colour JPEGs
+(whose compression leaves a few levels of chroma noise)."""
+
+
+def is_greyscale(image: np.ndarray, tolerance: int = GREY_CHROMA) -> bool:
+    """Whether an ``(H, W, 3)`` uint8 RGB photo is greyscale (see :data:`GREY_CHROMA`).
+
+    Large photos are judged on a regular subsample of at most ~1M pixels.
+    """
+    if image.ndim != 3 or image.shape[2] < 3:
+        return True
+    h, w = image.shape[:2]
+    step = max(1, int(np.sqrt(h * w / 1_000_000)))
+    px = image[::step, ::step, :3]
+    if np.array_equal(px[..., 0], px[..., 1]) and np.array_equal(px[..., 1], px[..., 2]):
+        return True
+    chroma = px.max(axis=2).astype(np.int16) - px.min(axis=2)
+    return float(np.percentile(chroma, 99.5)) <= tolerance
+
+
+def to_grey(square: torch.Tensor) -> torch.Tensor:
+    """A ``(3, H, W)`` float face square as grey: its luma, repeated in the three channels."""
+    w = torch.tensor(LUMA, dtype=square.dtype, device=square.device).view(3, 1, 1)
+    return (square * w).sum(0, keepdim=True).expand(3, -1, -1).contiguous()
 
 
 class FeatherBlend:
     """Stage: sets ``rec.result`` = the photo with every face that has an ``output`` blended in.
 
     Faces are pasted in detection order. Pixels outside every face's blending mask stay
-    bit-identical to the input.
+    bit-identical to the input. Into a greyscale photo (:func:`is_greyscale`) a face is pasted
+    as grey (its luma), so a black-and-white photo stays black and white (action ``"grey"``).
 
     Args:
         feather: fall-off width as a fraction of the face window's shorter side (relative to face size).
@@ -18,6 +52,7 @@ class FeatherBlend:
     """
 
     name = "blend"
+    batched = False
 
     def __init__(self, feather: float = 0.12, shape: str = "ellipse") -> None:
         if not 0.0 <= feather <= 0.5:
@@ -28,10 +63,15 @@ class FeatherBlend:
     def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         for rec in batch:
             out = rec.image.copy()
-            for face in rec.faces:
-                if face.output is not None and face.transform is not None:
-                    paste(out, face.output, face.transform, self.feather, self.shape)
-                    face.actions.append("blend")
+            faces = [f for f in rec.faces if f.output is not None and f.transform is not None]
+            grey = bool(faces) and is_greyscale(rec.image)
+            for face in faces:
+                square = face.output
+                if grey:
+                    square = to_grey(square)
+                    face.actions.append("grey")
+                paste(out, square, face.transform, self.feather, self.shape)
+                face.actions.append("blend")
             rec.result = out
         return batch
 
