@@ -16,38 +16,91 @@ DETECTORS = ("hog", "cascade")
 UPSCALERS = ("resize", "srresnet")
 
 
+DEVICE_HELP = "auto (CUDA if torch sees a GPU, else CPU), cpu, cuda or cuda:N"
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as ``torch.device``."""
-    if str(device) == "auto":
+    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"`` as such.
+
+    Raises:
+        ValueError: a device name that is none of those (e.g. ``"tpu"``), or a CUDA device that
+            torch does not see. The message says what is available.
+    """
+    if isinstance(device, torch.device):
+        dev = device
+    elif str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch sees no CUDA GPU (use --device cpu or auto)")
+    else:
+        name = str(device).strip().lower()
+        head, _, index = name.partition(":")
+        if head not in ("cpu", "cuda") or (index and not index.isdigit()) or (head == "cpu" and index):
+            raise ValueError(f"unknown device {device!r}; use {DEVICE_HELP}")
+        dev = torch.device(name)
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise ValueError(f"device {str(device)!r} was asked for but torch sees no CUDA GPU (use cpu or auto)")
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"device {str(device)!r} was asked for but torch sees {n} CUDA GPU(s) (cuda:0..cuda:{n - 1})")
+    elif dev.type != "cpu":
+        raise ValueError(f"unknown device {str(device)!r}; use {DEVICE_HELP}")
     return dev
 
 
-def load_detector(name: str = "hog", device: str | torch.device = "auto", weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any):
-    """A face detector: ``det(image) -> list[Detection]`` (``.box`` xyxy source pixels, ``.score``).
+def default_batch_size(device: str | torch.device = "auto") -> int:
+    """Images processed together by a folder run: 8 on a GPU (their faces share network passes),
+    1 on a CPU (batching gains little there, and every photo then finishes, shows on the progress
+    bar and is timed on its own)."""
+    return 8 if resolve_device(device).type == "cuda" else 1
+
+
+def load_detector(
+    name: str = "hog",
+    device: str | torch.device = "auto",
+    weights_dir: str | os.PathLike[str] | None = None,
+    verify_threshold: float | str | None = "auto",
+    **kwargs: Any,
+):
+    """A face detector with its second opinion: ``det(image) -> list[Detection]``.
+
+    Every detection path (this function, :func:`load_pipeline`, the ``run`` and ``detect``
+    commands) is built here, so they all give the same faces: the detector, then the
+    :class:`~faceswap_pipeline.stages.verify.FaceVerifier` (the cascade's 48-net re-scores each
+    detected window and drops those below ``verify_threshold``).
 
     Args:
         name: ``"hog"`` (dlib HOG + linear SVM, seed 002) or ``"cascade"`` (this project's CNN
             cascade, seed 004; boxes calibrated to the HOG framing).
-        device: for the cascade (``"auto"``, ``"cpu"``, ``"cuda"``); HOG always runs on the CPU.
+        device: for the networks (``"auto"``, ``"cpu"``, ``"cuda"``); HOG always runs on the CPU.
         weights_dir: folder with ``manifest.json`` (default: the shipped weights).
-        **kwargs: detector options (HOG: ``upsample``, ``min_size``, ``threshold``, ``max_side``).
+        verify_threshold: ``"auto"`` (default): the face-probability threshold recorded with the
+            cascade weights (:func:`~faceswap_pipeline.stages.verify.stored_threshold`, 0.001 for
+            the shipped ones); a number in [0, 1); None or 0: no verification.
+        **kwargs: detector options (HOG: ``upsample``, ``min_size``, ``threshold``, ``max_side``;
+            cascade: see :class:`~faceswap_pipeline.stages.detect_cascade.CascadeDetector`).
 
     Returns:
-        A detection stage object; call it on a ``(H, W, 3)`` uint8 RGB array.
+        A :class:`~faceswap_pipeline.stages.verify.VerifiedDetector`: call it on a
+        ``(H, W, 3)`` uint8 RGB array (``.detect_faces(image)`` also gives each face's
+        ``face_prob``); ``.detector`` / ``.verifier`` are its two parts.
     """
+    from faceswap_pipeline.stages.verify import FaceVerifier, VerifiedDetector, resolve_threshold
+
+    threshold = resolve_threshold(verify_threshold)
     if name == "hog":
         from faceswap_pipeline.stages.detect_hog import HogDetector
 
-        return HogDetector(**kwargs)
-    if name == "cascade":
+        det: Any = HogDetector(**kwargs)
+    elif name == "cascade":
         from faceswap_pipeline.stages.detect_cascade import CascadeDetector
 
-        return CascadeDetector.from_pretrained(device=resolve_device(device), weights_dir=weights_dir, **kwargs)
-    raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+        det = CascadeDetector.from_pretrained(device=resolve_device(device), weights_dir=None if weights_dir is None else str(weights_dir), **kwargs)
+    else:
+        raise ValueError(f"unknown detector {name!r}; choose one of {', '.join(DETECTORS)}")
+    verifier = None
+    if threshold != 0.0:  # None: the threshold recorded with the cascade weights
+        verifier = FaceVerifier.from_pretrained(threshold, resolve_device(device), weights_dir)
+    return VerifiedDetector(det, verifier)
 
 
 def load_upscaler(name: str = "srresnet", scale: int = 4, device: str | torch.device = "auto", weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any):
@@ -63,11 +116,27 @@ def load_upscaler(name: str = "srresnet", scale: int = 4, device: str | torch.de
     """
     from faceswap_pipeline.stages.upscale import ImageUpscaler
 
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise ValueError(f"scale must be an integer >= 2, got {scale!r}")
     if name == "resize":
         return ImageUpscaler.resize(scale=scale)
     if name == "srresnet":
+        from faceswap_pipeline.weights import has_model
+
+        if not has_model(f"srresnet.x{scale}", weights_dir):
+            have = sorted(int(k.split(".x")[1]) for k in sr_models(weights_dir))
+            raise ValueError(f"no SRResNet model for x{scale} (trained: {', '.join(f'x{k}' for k in have) or 'none'}); "
+                             "use upscaler 'resize' for other factors")
         return ImageUpscaler.from_pretrained(f"srresnet.x{scale}", device=resolve_device(device), weights_dir=weights_dir, **kwargs)
     raise ValueError(f"unknown upscaler {name!r}; choose one of {', '.join(UPSCALERS)}")
+
+
+def sr_models(weights_dir: str | os.PathLike[str] | None = None) -> list[str]:
+    """Names of the SRResNet models (``srresnet.xK``) in the searched weights folders."""
+    from faceswap_pipeline.weights import read_manifest, search_dirs
+
+    names = {n for d in search_dirs(weights_dir) for n in read_manifest(d) if n.startswith("srresnet.x") and n[10:].isdigit()}
+    return sorted(names)
 
 
 def model_framing(directions: list[str], weights_dir: str | os.PathLike[str] | None = None) -> tuple[tuple[float, ...], int]:
@@ -111,11 +180,12 @@ def load_pipeline(
         batch_size: faces per network forward pass (faces of many images are batched together).
         feather: blending fall-off as a fraction of the face window's shorter side.
         detector_kwargs: options for the detector (see :func:`load_detector`).
-        verify_threshold: with the HOG detector, drop detections that the cascade's 48-net scores
-            below this face probability (:class:`~faceswap_pipeline.stages.verify.FaceVerifier`);
-            ``"auto"`` (default): the threshold recorded with the cascade weights
+        verify_threshold: drop detections (of either detector) that the cascade's 48-net scores
+            below this face probability (:class:`~faceswap_pipeline.stages.verify.FaceVerifier`,
+            the same second opinion as :func:`load_detector`); ``"auto"`` (default): the
+            threshold recorded with the cascade weights
             (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every
-            detection. Not used with the cascade detector, whose last stage is that net.
+            detection.
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``
@@ -138,14 +208,11 @@ def load_pipeline(
     if upscaler not in UPSCALERS:
         raise ValueError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
     rescale, size = model_framing(directions, weights_dir)
-    stages: list[Any] = [load_detector(detector, dev, weights_dir, **(detector_kwargs or {}))]
-    if isinstance(verify_threshold, str) and verify_threshold != "auto":
-        raise ValueError(f"verify_threshold must be a number, None or 'auto', not {verify_threshold!r}")
-    if verify_threshold and detector == "hog":
-        from faceswap_pipeline.stages.verify import FaceVerifier
-
-        t = None if verify_threshold == "auto" else float(verify_threshold)
-        stages.append(FaceVerifier.from_pretrained(t, dev, weights_dir))
+    if not 0.0 <= feather <= 0.5:
+        raise ValueError(f"feather must be in [0, 0.5], got {feather}")
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    stages: list[Any] = [load_detector(detector, dev, weights_dir, verify_threshold, **(detector_kwargs or {}))]
     stages.append(CropLetterbox(rescale, size))
     if direction == AUTO_GENDER:
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser

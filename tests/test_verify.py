@@ -44,13 +44,13 @@ def test_threshold_zero_keeps_everything_and_bad_thresholds_fail(astronaut):
         FaceVerifier.from_pretrained(threshold=1.5)
 
 
-def test_pipeline_verifies_hog_detections_only(tiny_weights):
+def test_pipeline_verifies_the_detections_of_both_detectors(tiny_weights):
     hog = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)
     assert [s.name for s in hog.stages][:3] == ["detect", "verify", "crop"]
     off = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=None)
     assert "verify" not in [s.name for s in off.stages]
     cascade = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)
-    assert "verify" not in [s.name for s in cascade.stages]
+    assert [s.name for s in cascade.stages][:3] == ["detect", "verify", "crop"]
 
 
 def test_threshold_is_the_one_recorded_with_the_cascade_weights(tmp_path):
@@ -85,3 +85,5 @@ def test_pipeline_verify_threshold_auto_explicit_and_bad(tiny_weights):
     assert verifier(fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=0.25)).threshold == 0.25
     with pytest.raises(ValueError, match="verify_threshold"):
         fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold="high")
+    with pytest.raises(ValueError, match="verify_threshold"):
+        fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=1.5)

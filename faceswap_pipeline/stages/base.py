@@ -3,10 +3,23 @@
 A stage reads what earlier stages left on the records (faces, crops, outputs), adds its own part
 and returns the list. Records whose ``error`` is set are never passed in (the pipeline filters
 them). A stage that runs a network batches the faces of *all* records in the call together.
+
+Optional parts of the protocol, used by :class:`~faceswap_pipeline.pipeline.Pipeline` when present:
+
+* ``batched`` (bool, default True): False for a stage that works image by image anyway; the
+  pipeline then calls it one image at a time, so each image's time is measured exactly.
+* ``work(rec) -> float``: a batched stage's share of work for one image (default: its number of
+  faces); the batch's time is split over the images in proportion to it.
+* ``settings() -> dict``: everything about the stage that changes its output (options, a digest
+  of the weights), JSON-able; recorded with the outputs of a folder run so that a re-run with
+  other settings is noticed. Default: the stage's class and its plain public attributes.
+* ``warmup()``: load lazily loaded parts and run once on a dummy input, so that one-off costs are
+  paid before the first photo (and before a progress bar starts).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -24,6 +37,40 @@ class Stage(Protocol):
     def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]: ...
 
 
+def module_digest(module: torch.nn.Module) -> str:
+    """A short sha256 of a module's state (parameter and buffer values): identifies its weights."""
+    h = hashlib.sha256()
+    for key, t in sorted(module.state_dict().items()):
+        h.update(key.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().to("cpu").contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+_PLAIN = (bool, int, float, str, type(None))
+
+
+def default_settings(stage: Any) -> dict[str, Any]:
+    """What a stage without its own ``settings()`` records: its class and plain public attributes."""
+    out: dict[str, Any] = {"class": type(stage).__qualname__}
+    for k, v in sorted(vars(stage).items()):
+        if k.startswith("_") or k in ("device", "batch_size"):
+            continue
+        if isinstance(v, _PLAIN):
+            out[k] = v
+        elif isinstance(v, (tuple, list)) and all(isinstance(x, _PLAIN) for x in v):
+            out[k] = list(v)
+        elif isinstance(v, dict) and all(isinstance(x, str) and isinstance(y, _PLAIN) for x, y in v.items()):
+            out[k] = dict(sorted(v.items()))
+    return out
+
+
+def stage_settings(stage: Any) -> dict[str, Any]:
+    """``stage.settings()`` if it has one, else :func:`default_settings`."""
+    fn = getattr(stage, "settings", None)
+    return dict(fn()) if callable(fn) else default_settings(stage)
+
+
 class ModelStage:
     """Base for stages that own ``nn.Module``\\ s: device placement and inference mode.
 
@@ -31,6 +78,7 @@ class ModelStage:
     """
 
     name = "model"
+    batched = True
 
     def __init__(self, device: str | torch.device = "cpu", batch_size: int = 16) -> None:
         self.device = torch.device(device)
@@ -51,6 +99,12 @@ class ModelStage:
     def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         raise NotImplementedError
 
+    def settings(self) -> dict[str, Any]:
+        """The stage's output-relevant options (:func:`default_settings`) plus a digest per module."""
+        out = default_settings(self)
+        out["models"] = {k: module_digest(m) for k, m in sorted(self.modules.items())}
+        return out
+
 
 class DetectorStage:
     """Base for detection stages: implement :meth:`detect` (and :meth:`detect_batch` to batch).
@@ -64,6 +118,7 @@ class DetectorStage:
     """
 
     name = "detect"
+    batched = False
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Faces in one ``(H, W, 3)`` uint8 RGB image, highest score first."""

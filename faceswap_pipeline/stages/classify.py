@@ -121,6 +121,15 @@ class AttributeClassifier(ModelStage):
             f.attributes = {**f.attributes, **attrs}
         return batch
 
+    def work(self, rec: ImageRecord) -> float:
+        """An image's share of a batch's work: its faces with a crop."""
+        return float(sum(1 for f in rec.faces if f.crop is not None))
+
+    def warmup(self, size: int = 128) -> None:
+        """One prediction on a blank ``size`` px face (one-off costs up front)."""
+        with torch.inference_mode():
+            predict(self.modules["attributes"], torch.zeros((1, 3, size, size), device=self.device), voting=self.voting)
+
     def __repr__(self) -> str:
         return f"AttributeClassifier(voting={self.voting}, batch_size={self.batch_size}, device={self.device})"
 
@@ -137,6 +146,7 @@ class DirectionChooser:
     """
 
     name = "direction"
+    batched = False
 
     def __init__(self, direction: str, threshold: float = 0.5) -> None:
         if not direction or not isinstance(direction, str):

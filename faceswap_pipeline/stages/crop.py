@@ -43,6 +43,7 @@ class CropLetterbox:
     """
 
     name = "crop"
+    batched = False
 
     def __init__(self, rescale: Sequence[float] = SEED_RESCALE, size: int = 128) -> None:
         self.rescale = tuple(float(f) for f in rescale)

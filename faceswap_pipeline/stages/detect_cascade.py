@@ -247,6 +247,8 @@ class CascadeDetector(DetectorStage):
         min_face: smallest face side (source pixels) searched for (sets the first pyramid scale).
         thresholds: face-probability thresholds of the 12-, 24- and 48-net. None: the values stored
             with the shipped weights (chosen on held-out UTKFace training faces), else (0.5, 0.5, 0.7).
+        final_threshold: if given, replaces only the 48-net's threshold (the score of the
+            detections; the CLI's ``--threshold`` for the cascade), keeping the other two.
         nms: IoU thresholds of the NMS after the 12-, 24- and 48-level and of the final global NMS.
         device: torch device.
         mode: ``"cascade"`` (default) or ``"sliding"`` (seed 001: fixed windows, one batch, 48-net).
@@ -279,6 +281,7 @@ class CascadeDetector(DetectorStage):
     """
 
     name = "detect"
+    batched = True  # all windows of all images of a batch go through the nets together
 
     def __init__(
         self,
@@ -301,11 +304,15 @@ class CascadeDetector(DetectorStage):
         peaks: int = 5,
         channels_last: bool = True,
         precision: str = "auto",
+        final_threshold: float | None = None,
     ) -> None:
         if mode not in ("cascade", "sliding"):
             raise ValueError(f"mode must be 'cascade' or 'sliding', not {mode!r}")
         self.min_face = float(min_face)
         self._thresholds = None if thresholds is None else tuple(float(t) for t in thresholds)
+        if final_threshold is not None and not 0.0 <= float(final_threshold) < 1.0:
+            raise ValueError(f"final_threshold must be in [0, 1), got {final_threshold}")
+        self.final_threshold = None if final_threshold is None else float(final_threshold)
         self.nms = tuple(float(t) for t in nms)
         if len(self.nms) != 4:
             raise ValueError(f"nms needs 4 IoU thresholds (12, 24, 48, global), got {nms}")
@@ -383,10 +390,15 @@ class CascadeDetector(DetectorStage):
 
     @property
     def thresholds(self) -> tuple[float, float, float]:
+        """The 12-, 24- and 48-net thresholds in use (see ``thresholds`` and ``final_threshold``)."""
         if self._thresholds is not None:
-            return self._thresholds  # type: ignore[return-value]
-        t = self.meta.get("thresholds")
-        return tuple(float(x) for x in t) if t else (0.5, 0.5, 0.7)  # type: ignore[return-value]
+            t = self._thresholds
+        else:
+            stored = self.meta.get("thresholds")
+            t = tuple(float(x) for x in stored) if stored else (0.5, 0.5, 0.7)
+        if self.final_threshold is not None:
+            t = (t[0], t[1], self.final_threshold)
+        return t  # type: ignore[return-value]
 
     @property
     def framing(self) -> dict[str, float]:
@@ -461,6 +473,25 @@ class CascadeDetector(DetectorStage):
         return refine(nets["48net"], None, pyr, cand, 48, self.sliding_threshold, 0.3, self.cal_floor)
 
     # ----- stage protocol -----------------------------------------------------------------
+    def work(self, rec: Any) -> float:
+        """An image's share of a batch's detection work: its pixel count."""
+        return float(rec.image.shape[0] * rec.image.shape[1])
+
+    def warmup(self) -> None:
+        """Load the nets (if not yet) and run them once on a blank image."""
+        self.detect(np.zeros((64, 64, 3), np.uint8))
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the detections: thresholds, pyramid, NMS, framing and a digest of each net."""
+        from faceswap_pipeline.stages.base import module_digest
+
+        nets = self._ensure()
+        return {
+            "class": "CascadeDetector", "mode": self.mode, "min_face": self.min_face, "max_face": self.max_face,
+            "factor": self.factor, "thresholds": list(self.thresholds), "nms": list(self.nms), "peaks": self.peaks,
+            "framing": dict(sorted(self.framing.items())), "models": {k: module_digest(m) for k, m in sorted(nets.items())},
+        }
+
     def __repr__(self) -> str:
         return (
             f"CascadeDetector(min_face={self.min_face}, thresholds={self.thresholds}, nms={self.nms}, "

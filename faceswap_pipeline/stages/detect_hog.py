@@ -70,6 +70,9 @@ class HogDetector(DetectorStage):
             if min(box[2] - box[0], box[3] - box[1]) >= self.min_size:
                 dets.append(Detection(box=box, score=float(s)))
         return sorted(dets, key=lambda d: -d.score)
+    def warmup(self) -> None:
+        """Import dlib and build its detector now (else the first photo pays for it)."""
+        self.detect(np.zeros((80, 80, 3), np.uint8))
 
     def __repr__(self) -> str:
         return f"HogDetector(upsample={self.upsample}, min_size={self.min_size}, threshold={self.threshold})"

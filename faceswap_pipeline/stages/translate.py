@@ -111,5 +111,16 @@ class Translator(ModelStage):
                     f.actions.append(f"translate:{direction}")
         return batch
 
+    def work(self, rec: ImageRecord) -> float:
+        """An image's share of a batch's work: its faces this stage translates."""
+        return float(sum(1 for f in rec.faces if f.crop is not None and (f.direction or self.default_direction) in self.modules))
+
+    def warmup(self, size: int = 128) -> None:
+        """One forward pass per generator on a blank ``size`` px face (one-off costs up front)."""
+        x = torch.zeros((1, 3, size, size), device=self.device)
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda" and self.amp):
+            for gen in self.modules.values():
+                translate(gen, x)
+
     def __repr__(self) -> str:
         return f"Translator(directions={sorted(self.modules)}, device={self.device}, batch_size={self.batch_size})"

@@ -161,6 +161,20 @@ class SRUpscaler(ModelStage):
         """The factor this stage applies to a face pasted at ``paste_size`` px (see :func:`choose_scale`)."""
         return choose_scale(paste_size, self.min_face, have_x2="x2" in self.modules)
 
+    def work(self, rec: ImageRecord) -> float:
+        """An image's share of a batch's SR work: output pixels of its super-resolved faces (in units of a 128 px face)."""
+        if self.resize_only:
+            return 0.0
+        return float(sum(self.scale_for(max(f.transform.crop_size)) ** 2 for f in rec.faces
+                         if f.output is not None and f.transform is not None and self.scale_for(max(f.transform.crop_size)) > 1))
+
+    def warmup(self, size: int = 128) -> None:
+        """One forward pass per SR network on a blank ``size`` px face (one-off costs up front)."""
+        x = torch.zeros((1, 3, size, size), device=self.device)
+        with torch.inference_mode():
+            for net in self.modules.values():
+                _run(net, x, self.bf16)
+
     def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         jobs: dict[int, list[Any]] = {2: [], 4: []}
         for rec in batch:
@@ -249,6 +263,16 @@ class ImageUpscaler:
         from faceswap_pipeline.weights import load_model
 
         return cls(load_model(name, folder=weights_dir, device=device), device, tile, overlap, bf16=bf16)
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the output: the model (a digest of its weights, or ``"resize"``), the scale, bf16.
+
+        Tile and overlap are left out: they change results by less than one grey level.
+        """
+        from faceswap_pipeline.stages.base import module_digest
+
+        return {"class": "ImageUpscaler", "model": RESIZE if self.model is None else module_digest(self.model),
+                "scale": self.scale, "bf16": self.bf16}
 
     def upscale_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: (1, 3, H, W) float32 in [0, 1] -> (1, 3, sH, sW) float32 in [0, 1]."""

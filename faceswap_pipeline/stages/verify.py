@@ -11,6 +11,12 @@ raising HOG's threshold, which loses real faces.
 The window it scores is the cascade's own square, recovered from the HOG-framed box by
 :func:`~faceswap_pipeline.stages.detect_cascade.cascade_window` (the inverse of the fitted framing
 transform stored with the cascade weights), so the net sees faces framed as in training.
+
+Every detection path goes through this one stage: :func:`~faceswap_pipeline.api.load_detector`
+returns a :class:`VerifiedDetector` (detector + verifier) for either detector, and
+:func:`~faceswap_pipeline.api.load_pipeline`, the ``run`` and ``detect`` commands and the
+examples all build their detector with it. So ``fp.load_detector("hog")(image)``, the pipeline
+and the CLI give the same faces, and a better second opinion added here reaches all of them.
 """
 
 from __future__ import annotations
@@ -24,9 +30,9 @@ import torch
 from torch import nn
 
 from faceswap_pipeline.ops.geometry import crop_letterbox
-from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.stages.base import DetectorStage, ModelStage, stage_settings
 from faceswap_pipeline.stages.detect_cascade import IDENTITY_FRAMING, cascade_meta, cascade_window
-from faceswap_pipeline.types import Box, ImageRecord
+from faceswap_pipeline.types import Box, Detection, FaceRecord, ImageRecord
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +73,7 @@ class FaceVerifier(ModelStage):
     """
 
     name = "verify"
+    batched = False  # a few windows per image, scored image by image
 
     def __init__(
         self,
@@ -135,5 +142,96 @@ class FaceVerifier(ModelStage):
             rec.faces = kept
         return batch
 
+    def warmup(self) -> None:
+        """One forward pass on a blank window (one-off costs before the first photo)."""
+        self.face_probs(np.zeros((self.size, self.size, 3), np.uint8), [(0.0, 0.0, float(self.size), float(self.size))])
+
     def __repr__(self) -> str:
         return f"FaceVerifier(threshold={self.threshold}, framing={self.framing})"
+
+
+def resolve_threshold(verify_threshold: float | str | None) -> float | None:
+    """Normalise a ``verify_threshold`` argument: ``"auto"`` -> None (the recorded one), None or
+    0 -> 0.0 (verification off), a number in [0, 1) -> itself.
+
+    Raises:
+        ValueError: any other value.
+    """
+    if verify_threshold is None:
+        return 0.0
+    if isinstance(verify_threshold, str):
+        if verify_threshold != "auto":
+            raise ValueError(f"verify_threshold must be a number in [0, 1), None or 'auto', not {verify_threshold!r}")
+        return None
+    t = float(verify_threshold)
+    if not 0.0 <= t < 1.0:
+        raise ValueError(f"verify_threshold must be in [0, 1), got {verify_threshold}")
+    return t
+
+
+class VerifiedDetector(DetectorStage):
+    """A face detector followed by the :class:`FaceVerifier`: the one detection path.
+
+    Both detectors go through it (:func:`~faceswap_pipeline.api.load_detector` builds it), so the
+    API, the pipeline and the ``run`` / ``detect`` commands report the same faces.
+
+    Args:
+        detector: a detection stage (``HogDetector``, ``CascadeDetector`` or your own).
+        verifier: the second opinion, or None to keep every detection.
+
+    Calling it works like any detector: ``det(image)`` -> ``list[Detection]`` (verified),
+    ``det(list[ImageRecord])`` -> the stage protocol (faces set, ``face_prob`` in their
+    attributes). In a :class:`~faceswap_pipeline.pipeline.Pipeline` it runs as its two stages
+    (``detect``, ``verify``; see :attr:`stages`), each timed on its own.
+    """
+
+    name = "detect"
+
+    def __init__(self, detector: Any, verifier: FaceVerifier | None = None) -> None:
+        self.detector = detector
+        self.verifier = verifier
+
+    @property
+    def stages(self) -> list[Any]:
+        """``[detector, verifier]`` (or just the detector when verification is off)."""
+        return [self.detector] + ([self.verifier] if self.verifier is not None else [])
+
+    @property
+    def batched(self) -> bool:  # type: ignore[override]
+        return bool(getattr(self.detector, "batched", False))
+
+    def detect_faces(self, image: np.ndarray) -> list[FaceRecord]:
+        """Verified faces of one ``(H, W, 3)`` uint8 RGB image (``face.attributes["face_prob"]`` set)."""
+        (rec,) = self([ImageRecord(image=image)])
+        return rec.faces
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Verified detections in ``image`` (``(H, W, 3)`` uint8 RGB), highest score first."""
+        return [f.detection for f in self.detect_faces(image)]
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[list[Detection]]:
+        """Verified detections in each image."""
+        recs = self([ImageRecord(image=im) for im in images])
+        return [[f.detection for f in r.faces] for r in recs]
+
+    def __call__(self, x: Any) -> Any:
+        if isinstance(x, np.ndarray):
+            return self.detect(x)
+        self.detector(x)
+        if self.verifier is not None:
+            self.verifier(x)
+        return x
+
+    def warmup(self) -> None:
+        """Warm up the detector and the verifier."""
+        for stage in self.stages:
+            if callable(getattr(stage, "warmup", None)):
+                stage.warmup()
+
+    def settings(self) -> dict[str, Any]:
+        """The detector's and the verifier's settings."""
+        return {"detector": stage_settings(self.detector),
+                "verifier": None if self.verifier is None else stage_settings(self.verifier)}
+
+    def __repr__(self) -> str:
+        return f"VerifiedDetector({self.detector!r}, {self.verifier!r})"
