@@ -527,6 +527,12 @@ def test_trainer_degradations_gen_aug_and_warm_start(tmp_path: Path, tiny_weight
                        init_from=str(tmp_path / "x4" / "last.pt"), icnr_project=True, init_reset="tail",
                        export=str(wdir / "x2.safetensors"), export_name="srresnet.x2", weights_dir=str(wdir)))
     assert math.isfinite(c["losses"][-1])
+    # Export an existing run's checkpoint without training (the command recorded is the training one).
+    d = train(SRConfig(out=str(tmp_path / "x4"), **common, resume=True, export_only=True, export=str(wdir / "x4.safetensors"),
+                       export_name="srresnet.x4", weights_dir=str(wdir)))
+    assert d["losses"] == [] and d["step"] == 6 and "export-only" not in read_manifest(wdir)["srresnet.x4"]["training"]["command"]
+    with pytest.raises(ValueError):
+        train(SRConfig(out=str(tmp_path / "x4"), **common, export_only=True))
     entry = read_manifest(wdir)["srresnet.x2"]
     assert entry["kwargs"]["scale"] == 2 and "degradation chain" in entry["training"]["data"]["patches"]
     assert load_model("srresnet.x2", folder=wdir)(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)

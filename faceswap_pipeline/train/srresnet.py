@@ -114,6 +114,7 @@ class SRConfig:
     max_minutes: float = 0.0  # stop cleanly (checkpoint + export) after this much training time; 0 = no limit
     stop_at: int = 0  # stop cleanly at this step (simulates an interruption); 0 = run to ``steps``
     resume: bool = False  # continue from out/last.pt
+    export_only: bool = False  # with resume: load out/last.pt, validate and export it, train nothing
     tensorboard: bool = True
     export: str = ""  # write fp16 safetensors here at the end ("" = do not export)
     export_name: str = ""  # register the export in the manifest under this name ("" = do not)
@@ -419,7 +420,11 @@ def train(cfg: SRConfig) -> dict[str, Any]:
     t_start = time.perf_counter() - elapsed
     last_log, last_log_step = time.perf_counter(), step
     stop_reason = "steps"
-    while step < cfg.steps:
+    if cfg.export_only:
+        if not cfg.resume:
+            raise ValueError("export_only needs resume (it exports out/last.pt)")
+        stop_reason = "export_only"
+    while step < cfg.steps and not cfg.export_only:
         if cfg.stop_at and step >= cfg.stop_at:
             stop_reason = "stop_at"
             break
@@ -466,12 +471,13 @@ def train(cfg: SRConfig) -> dict[str, Any]:
                     writer.add_scalar(f"val/{k}", v, step)
         if cfg.ckpt_every and step % cfg.ckpt_every == 0:
             checkpoint()
-    checkpoint()
+    if not cfg.export_only:
+        checkpoint()
     if writer is not None:
         writer.close()
 
     summary: dict[str, Any] = {"step": step, "elapsed_s": round(elapsed, 1), "stop_reason": stop_reason, "losses": losses}
-    finished = stop_reason in ("steps", "max_minutes")
+    finished = stop_reason in ("steps", "max_minutes", "export_only")
     if val_images and finished:
         summary["val"] = evaluate(model, val_images, cfg.scale, cfg.device)
         log.info("final val: %s", summary["val"])
@@ -497,7 +503,7 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
         "storage": "fp16",
         "io": {"range": [0, 1], "scale": cfg.scale, "input": "(B, 3, h, w) RGB", "output": "(B, 3, scale*h, scale*w), clamp to [0, 1]"},
         "training": {
-            "command": "faceswap-pipeline train srresnet " + " ".join(config_to_argv(cfg)),
+            "command": "faceswap-pipeline train srresnet " + " ".join(config_to_argv(dataclasses.replace(cfg, export_only=False, resume=False))),
             "data": {
                 "faces": f"UTKFace train/ (project train split, {n_faces} chips; validation split excluded)",
                 "scenes": f"Sun & Hays 80 scenes minus held-out (sorted index % {cfg.scene_holdout_every} == 0): {n_scenes} used",
