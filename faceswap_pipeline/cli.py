@@ -24,51 +24,134 @@ _PASSTHROUGH = {
 TRAIN_FAMILIES = ("attributes", "cyclegan", "srresnet", "cascade")
 
 
+# ----------------------------------------------------------------------------------------------
+# argument types: bad values are refused when the command line is parsed, with the reason
+
+
+def _int_at_least(low: int, what: str = "an integer"):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    return parse
+
+
+def _float_in(low: float, high: float, high_open: bool = False):
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not (low <= v < high if high_open else low <= v <= high):
+            raise argparse.ArgumentTypeError(f"must be in [{low:g}, {high:g}{')' if high_open else ']'}, got {text}")
+        return v
+
+    return parse
+
+
+def _finite_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return v
+
+
+def _device(text: str) -> str:
+    from faceswap_pipeline.api import resolve_device
+
+    try:
+        resolve_device(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+_positive = _int_at_least(1)
+
+
+def _logging_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-v", "--verbose", dest="sub_verbose", action="count", default=0,
+                   help="more log output: -v progress messages (INFO), -vv debug (and tracebacks of errors)")
+    p.add_argument("-q", "--quiet", action="store_true", help="errors only: no progress bar, no warnings")
+
+
+def _device_args(p: argparse.ArgumentParser) -> None:
+    from faceswap_pipeline.api import DEVICE_HELP
+
+    p.add_argument("--device", type=_device, default="auto", help=f"{DEVICE_HELP} (default: %(default)s)")
+    p.add_argument("--threads", type=_positive, default=None,
+                   help="CPU threads for the networks (default: torch's, one per core); 1 is often fastest on a busy machine")
+    p.add_argument("--weights-dir", default=None,
+                   help="folder with manifest.json; it must exist (default: $FACESWAP_WEIGHTS, else the shipped weights)")
+
+
 def _common(p: argparse.ArgumentParser, batch: bool = True) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA if present), cpu or cuda (default: %(default)s)")
-    p.add_argument("--weights-dir", default=None, help="folder with manifest.json (default: shipped weights or $FACESWAP_WEIGHTS)")
+    _device_args(p)
     if batch:
-        p.add_argument("--batch-size", type=int, default=8, help="images per batch; their faces share network passes (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="redo inputs whose output exists (default: skip them, so a re-run resumes)")
+        p.add_argument("--batch-size", type=_positive, default=None,
+                       help="images processed together; their faces share network passes "
+                            "(default: 8 on a GPU, 1 on a CPU, where batching gains little)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="redo inputs that are already done, with the settings given now (default: skip them, so a re-run resumes)")
     p.add_argument("--report", default=None, help="write a JSON report of every input here")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _logging_args(p)
 
 
 def _detector_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector", choices=("hog", "cascade"), default="hog", help="face detector (default: %(default)s)")
-    p.add_argument("--upsample", type=int, default=None, help="HOG: times the image is doubled before scanning (default 1)")
-    p.add_argument("--min-face", type=int, default=None, help="ignore faces smaller than this many pixels")
-    p.add_argument("--threshold", type=float, default=None,
-                   help="HOG: SVM score threshold (default 0, dlib's; 0.2 drops ~5%% of real faces), cascade: final-net probability")
-    p.add_argument("--verify-threshold", type=float, default=None,
-                   help="HOG: drop detections the cascade's 48-net scores below this face probability "
-                        "(default: the threshold recorded with the cascade weights, 0.001 for the shipped ones; 0 keeps all)")
+    p.add_argument("--upsample", type=_float_upsample, default=None,
+                   help="HOG: times the image is doubled before scanning, 0-3 (default 1: faces down to ~40 px)")
+    p.add_argument("--min-face", type=_int_at_least(0), default=None,
+                   help="ignore faces smaller than this many pixels (cascade: at least 12; default: HOG 0, cascade 24)")
+    p.add_argument("--threshold", type=_finite_float, default=None,
+                   help="HOG: SVM score threshold (default 0, dlib's; 0.2 drops ~5%% of real faces); "
+                        "cascade: the 48-net's face probability in [0, 1) (default: recorded with the weights)")
+    p.add_argument("--verify-threshold", type=_float_in(0.0, 1.0, high_open=True), default=None,
+                   help="second opinion on every detection (both detectors): drop those the cascade's 48-net scores below "
+                        "this face probability (default: the threshold recorded with the cascade weights, 0.001 for the "
+                        "shipped ones; 0 keeps all)")
 
 
-def _verify_threshold(a: argparse.Namespace) -> float | None:
-    """The face-verification threshold a command uses: None = the one recorded with the cascade
-    weights, 0 = off (always off for the cascade detector)."""
-    if a.detector != "hog":
-        if a.verify_threshold:
-            raise SystemExit("--verify-threshold applies to --detector hog only (the cascade's last stage is the same net)")
-        return 0.0
-    return a.verify_threshold
+def _float_upsample(text: str) -> int:
+    v = _int_at_least(0)(text)
+    if v > 3:
+        raise argparse.ArgumentTypeError(f"must be 0-3 (each doubles the image side), got {v}")
+    return v
 
 
 def _detector_kwargs(a: argparse.Namespace) -> dict:
-    kw = {}
+    """Detector options from the command line (combinations argparse cannot check raise ValueError)."""
+    kw: dict = {}
     if a.upsample is not None:
         if a.detector != "hog":
-            raise SystemExit("--upsample applies to --detector hog only")
+            raise ValueError("--upsample applies to --detector hog only")
         kw["upsample"] = a.upsample
     if a.min_face is not None:
+        if a.detector == "cascade" and a.min_face < 12:
+            raise ValueError(f"--min-face for the cascade must be >= 12 (its smallest window), got {a.min_face}")
         kw["min_size" if a.detector == "hog" else "min_face"] = a.min_face
     if a.threshold is not None:
         if a.detector == "hog":
             kw["threshold"] = a.threshold
+        elif not 0.0 <= a.threshold < 1.0:
+            raise ValueError(f"--threshold for the cascade is a probability in [0, 1), got {a.threshold}")
         else:
-            raise SystemExit("--threshold for the cascade: set thresholds in the Python API (CascadeDetector(thresholds=...))")
+            kw["final_threshold"] = a.threshold
     return kw
+
+
+def _verify_threshold(a: argparse.Namespace) -> float | str:
+    """``--verify-threshold`` for the API: ``"auto"`` unless given (0 turns verification off)."""
+    return "auto" if a.verify_threshold is None else a.verify_threshold
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,43 +160,49 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="faceswap-pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug); also after the command")
+    parser.add_argument("-q", "--quiet", dest="top_quiet", action="store_true", help="errors only; also after the command")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("run", help="swap every face in a folder of photos")
-    p.add_argument("input_dir", type=Path)
-    p.add_argument("output_dir", type=Path)
-    p.add_argument("--direction", required=True, choices=(*DIRECTIONS, AUTO_GENDER))
+    p.add_argument("input_dir", type=Path, help="folder of photos (walked recursively), or one photo")
+    p.add_argument("output_dir", type=Path, help="folder for the outputs: the input tree mirrored, each file in its own format")
+    p.add_argument("--direction", required=True, choices=(*DIRECTIONS, AUTO_GENDER),
+                   help="which swap; auto-gender lets the attribute network choose per face")
     _detector_args(p)
     p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet",
                    help="how the 128 px face is enlarged for paste-back: SRResNet x4 for faces pasted above 128 px, or bicubic (default: %(default)s)")
-    p.add_argument("--feather", type=float, default=0.12, help="blend fall-off, fraction of face size (default: %(default)s)")
+    p.add_argument("--feather", type=_float_in(0.0, 0.5), default=0.12,
+                   help="blend fall-off, fraction of face size, 0-0.5 (default: %(default)s)")
     _common(p)
 
     p = sub.add_parser("detect", help="detect faces in a folder of photos; boxes as JSON")
-    p.add_argument("input_dir", type=Path)
+    p.add_argument("input_dir", type=Path, help="folder of photos (walked recursively), or one photo")
     p.add_argument("output", type=Path, help="JSON file of boxes per image (also the resume state)")
     _detector_args(p)
     _common(p)
 
     p = sub.add_parser("upscale", help="super-resolve every image in a folder (tiled, any size)")
-    p.add_argument("input_dir", type=Path)
-    p.add_argument("output_dir", type=Path)
-    p.add_argument("--scale", type=int, default=4, help="upscaling factor (default: %(default)s)")
-    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet", help="(default: %(default)s)")
-    p.add_argument("--tile", type=int, default=256, help="SR tile side in input pixels (default: %(default)s)")
-    _common(p)
+    p.add_argument("input_dir", type=Path, help="folder of images (walked recursively), or one image")
+    p.add_argument("output_dir", type=Path, help="folder for the upscaled images (the input tree mirrored)")
+    p.add_argument("--scale", type=_int_at_least(2), default=4,
+                   help="upscaling factor: srresnet has x4 (the factors of the models in the weights folder); resize: any >= 2 (default: %(default)s)")
+    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet", help="trained SRResNet or bicubic (default: %(default)s)")
+    p.add_argument("--tile", type=_int_at_least(16), default=256,
+                   help="SR tile side in input pixels, >= 16 (bounds memory; default: %(default)s)")
+    _common(p, batch=False)
 
     p = sub.add_parser("demo", help="run the swap on a photo that scikit-image ships; write before/after")
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="(default: %(default)s)")
     p.add_argument("--direction", default="female2male", choices=(*DIRECTIONS, AUTO_GENDER), help="(default: %(default)s; the photo shows a woman)")
-    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--weights-dir", default=None)
+    p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet", help="face upscaler for the paste-back (default: %(default)s)")
+    _device_args(p)
+    _logging_args(p)
 
     p = sub.add_parser("weights", help="list or verify the shipped weights")
-    p.add_argument("action", choices=("list", "verify"))
-    p.add_argument("--weights-dir", default=None)
+    p.add_argument("action", choices=("list", "verify"), help="list the models, or check every file's sha256")
+    p.add_argument("--weights-dir", default=None, help="folder with manifest.json (default: $FACESWAP_WEIGHTS, else the shipped weights)")
+    _logging_args(p)
 
     for name, (_, help_) in _PASSTHROUGH.items():
         sub.add_parser(name, help=help_ + " (see `%(prog)s " + name + " --help`)", add_help=False)
@@ -121,9 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(verbosity: int) -> None:
-    level = logging.WARNING - 10 * min(verbosity + 1, 2)
+def _setup_logging(verbosity: int, quiet: bool = False) -> None:
+    """Default: warnings and errors only; ``-v`` adds INFO, ``-vv`` DEBUG; ``-q`` errors only."""
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("faceswap_pipeline").setLevel(level)
 
 
 def _finish(report, what: str) -> int:
@@ -131,32 +222,51 @@ def _finish(report, what: str) -> int:
     return report.exit_code
 
 
+def _progress(a: argparse.Namespace) -> bool:
+    return not (a.no_progress or a.quiet)
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _batch_size(a: argparse.Namespace) -> int:
+    from faceswap_pipeline.api import default_batch_size
+
+    return a.batch_size if a.batch_size is not None else default_batch_size(a.device)
+
+
 def cmd_run(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_pipeline
+    from faceswap_pipeline.folder import check_paths
 
-    verify = _verify_threshold(a)
+    check_paths(a.input_dir, a.output_dir, report_path=a.report)  # before any model is loaded
+    det_kw = _detector_kwargs(a)
+    _set_threads(a.threads)
+    batch = _batch_size(a)
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
-        batch_size=max(16, a.batch_size), feather=a.feather, detector_kwargs=_detector_kwargs(a),
-        verify_threshold="auto" if verify is None else verify,
+        batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
     )
-    log.info("%r", pipe)
-    report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=a.batch_size, overwrite=a.overwrite, report=a.report, progress=not a.no_progress)
+    log.debug("%r", pipe)
+    report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))
     return _finish(report, "run")
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
-    from faceswap_pipeline.api import load_detector, resolve_device
-    from faceswap_pipeline.folder import ItemResult, run_folder
+    from faceswap_pipeline.api import load_detector
+    from faceswap_pipeline.folder import ItemResult, check_paths, run_folder
     from faceswap_pipeline.types import ImageRecord
 
-    det = load_detector(a.detector, a.device, a.weights_dir, **_detector_kwargs(a))
-    threshold = _verify_threshold(a)
-    verifier = None
-    if threshold != 0.0:  # None: the threshold recorded with the cascade weights
-        from faceswap_pipeline.stages.verify import FaceVerifier
-
-        verifier = FaceVerifier.from_pretrained(threshold, resolve_device(a.device), a.weights_dir)
+    check_paths(a.input_dir, None, write_outputs=False, report_path=a.output)
+    if a.report:
+        check_paths(a.input_dir, None, write_outputs=False, report_path=a.report)
+    det_kw = _detector_kwargs(a)
+    _set_threads(a.threads)
+    det = load_detector(a.detector, a.device, a.weights_dir, _verify_threshold(a), **det_kw)
 
     def face_dict(face):
         d = face.detection.to_dict()
@@ -165,13 +275,12 @@ def cmd_detect(a: argparse.Namespace) -> int:
         return d
 
     def process(items):
-        recs = det([ImageRecord(image=it.rgb) for it in items])  # the stage protocol, as in the pipeline
-        if verifier is not None:
-            recs = verifier(recs)
+        recs = det([ImageRecord(image=it.rgb) for it in items])  # the same detect + verify path as the pipeline
         return [ItemResult(image=None, info={"faces": [face_dict(f) for f in r.faces], "n_faces": len(r.faces)}) for r in recs]
 
-    report = run_folder(a.input_dir, None, process, batch_size=a.batch_size, overwrite=a.overwrite,
-                        report_path=a.output, write_outputs=False, progress=not a.no_progress)
+    report = run_folder(a.input_dir, None, process, batch_size=_batch_size(a), overwrite=a.overwrite,
+                        report_path=a.output, write_outputs=False, progress=_progress(a),
+                        settings={"command": "detect", **det.settings()}, on_start=det.warmup)
     if a.report and Path(a.report) != a.output:
         report.save(a.report)
     return _finish(report, "detect")
@@ -179,8 +288,10 @@ def cmd_detect(a: argparse.Namespace) -> int:
 
 def cmd_upscale(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_upscaler
-    from faceswap_pipeline.folder import ItemResult, run_folder
+    from faceswap_pipeline.folder import ItemResult, check_paths, run_folder
 
+    check_paths(a.input_dir, a.output_dir, report_path=a.report)
+    _set_threads(a.threads)
     kw = {"tile": a.tile} if a.upscaler == "srresnet" else {}
     up = load_upscaler(a.upscaler, scale=a.scale, device=a.device, weights_dir=a.weights_dir, **kw)
 
@@ -188,7 +299,7 @@ def cmd_upscale(a: argparse.Namespace) -> int:
         return [ItemResult(image=up(it.rgb), info={"scale": a.scale}) for it in items]
 
     report = run_folder(a.input_dir, a.output_dir, process, batch_size=1, overwrite=a.overwrite,
-                        report_path=a.report, progress=not a.no_progress)
+                        report_path=a.report, progress=_progress(a), settings={"command": "upscale", **up.settings()})
     return _finish(report, "upscale")
 
 
@@ -199,6 +310,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_pipeline
     from faceswap_pipeline.io import write_image
 
+    _set_threads(a.threads)
     pipe = load_pipeline(a.direction, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir)
     photo = data.astronaut()
     out, faces = pipe(photo)
@@ -229,31 +341,50 @@ def cmd_weights(a: argparse.Namespace) -> int:
     return 1 if bad else 0
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that are the user's to fix: printed as one line (with -vv also the traceback), exit 2."""
+    from faceswap_pipeline.weights import WeightsError
+
+    return (WeightsError, ValueError, RuntimeError, OSError)
+
+
+def _run_guarded(command: str, verbosity: int, fn, *args) -> int:
+    try:
+        return int(fn(*args) or 0)
+    except _user_errors() as e:
+        if verbosity >= 2:
+            log.exception("%s failed", command)
+        print(f"faceswap-pipeline {command}: error: {e}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``faceswap-pipeline``; returns the process exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbosity = 0
-    while argv and argv[0] in ("-v", "-vv", "--verbose"):
-        verbosity += 2 if argv.pop(0) == "-vv" else 1
+    verbosity, quiet = 0, False
+    while argv and argv[0] in ("-v", "-vv", "--verbose", "-q", "--quiet"):
+        flag = argv.pop(0)
+        if flag in ("-q", "--quiet"):
+            quiet = True
+        else:
+            verbosity += 2 if flag == "-vv" else 1
     if argv and argv[0] in _PASSTHROUGH:
-        _setup_logging(verbosity)
-        return int(importlib.import_module(_PASSTHROUGH[argv[0]][0]).main(argv[1:]) or 0)
+        _setup_logging(verbosity, quiet)
+        module = importlib.import_module(_PASSTHROUGH[argv[0]][0])
+        return _run_guarded(argv[0], verbosity, module.main, argv[1:])
     if argv and argv[0] == "train":
         if len(argv) < 2 or argv[1] not in TRAIN_FAMILIES:
             print(f"usage: faceswap-pipeline train {{{','.join(TRAIN_FAMILIES)}}} [options]", file=sys.stderr)
             return 2
-        _setup_logging(verbosity)
-        return int(importlib.import_module(f"faceswap_pipeline.train.{argv[1]}").main(argv[2:]) or 0)
+        _setup_logging(verbosity, quiet)
+        module = importlib.import_module(f"faceswap_pipeline.train.{argv[1]}")
+        return _run_guarded(f"train {argv[1]}", verbosity, module.main, argv[2:])
     a = build_parser().parse_args(argv)
-    _setup_logging(verbosity + a.verbose)
-    from faceswap_pipeline.weights import WeightsError
-
+    verbosity += a.verbose + getattr(a, "sub_verbose", 0)
+    quiet = quiet or getattr(a, "quiet", False)
+    _setup_logging(verbosity, quiet)
     handler = {"run": cmd_run, "detect": cmd_detect, "upscale": cmd_upscale, "demo": cmd_demo, "weights": cmd_weights}[a.command]
-    try:
-        return handler(a)
-    except (WeightsError, ValueError, RuntimeError, FileNotFoundError, NotADirectoryError) as e:
-        print(f"faceswap-pipeline {a.command}: error: {e}", file=sys.stderr)
-        return 2
+    return _run_guarded(a.command, verbosity, handler, a)
 
 
 if __name__ == "__main__":  # pragma: no cover

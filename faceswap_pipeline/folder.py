@@ -25,11 +25,21 @@ Resume (the default; ``overwrite=True`` redoes everything):
   ``report_path`` nothing is skipped.
 * A skipped input keeps the ``info`` recorded for it in the previous report, when there is one.
 
+Settings (``settings=``, e.g. :meth:`Pipeline.settings() <faceswap_pipeline.pipeline.Pipeline.settings>`):
+what the outputs are made with is recorded in the output folder (:data:`~faceswap_pipeline.io.OUTPUT_MARKER`,
+``.faceswap-pipeline.json``) and in the report. A re-run whose settings differ from the recorded
+ones, into a folder (or report) that already has results it would skip, raises
+:class:`SettingsMismatchError` before any work: skipping would silently keep outputs of the other
+setting. With ``overwrite=True`` everything is redone and the new settings recorded; if such a run
+is interrupted, the marker remembers when it started, and a resumed run redoes every output older
+than that. Folders that have a marker are never walked as inputs, so an output folder may sit
+inside the input folder (it is left out of the walk, and so are earlier output folders there).
+
 The report (JSON, written atomically every ``report_every_s`` seconds, after the last image, and
 when the run is interrupted, so there is always a valid file) is::
 
     {"version": 1, "complete": true, "input_dir": "...", "output_dir": "...",
-     "started": "2026-...Z", "finished": "2026-...Z",
+     "started": "2026-...Z", "finished": "2026-...Z", "settings": {...} or null,
      "summary": {"total": 12, "ok": 10, "skipped": 1, "error": 1, "pending": 0,
                  "elapsed_s": 3.2, "images_per_s": 3.4},
      "items": [{"input": "sub/a.jpg", "output": "sub/a.jpg", "status": "ok", "error": null,
@@ -38,7 +48,13 @@ when the run is interrupted, so there is always a valid file) is::
 
 ``input``/``output`` are relative to ``input_dir``/``output_dir`` (``output`` is null when nothing
 was written). ``status`` is ``"ok"``, ``"skipped"``, ``"error"`` or, in a report of an interrupted
-run, ``"pending"``. ``process_s`` is the item's share of its batch's ``process_batch`` time.
+run, ``"pending"``. ``read_s`` and ``write_s`` are this file's own. ``process_s`` is this image's
+processing time: exact when it was processed alone (a batch of one); in a batch of several, the
+time ``process_batch`` measured for it (``ItemResult.process_s``, e.g. the pipeline's per-image
+stage times) or, if it gives none, the batch's time divided by its images. Items of a batch of
+several also have ``"batch": {"index": k, "images": n, "process_s": <the whole batch>}``.
+``info["image"]`` describes the input (size, format, mode, bits...), ``info["output_image"]`` what
+was written (``format``, ``mode``, ``bits``; ``copy`` when the input file was copied unchanged).
 """
 
 from __future__ import annotations
@@ -66,12 +82,14 @@ import numpy as np
 from faceswap_pipeline.io import (
     DEFAULT_MAX_PIXELS,
     IMAGE_EXTENSIONS,
+    OUTPUT_MARKER,
     ImageReadError,
     LoadedImage,
     PathLike,
     atomic_open,
     atomic_write_bytes,
     format_for_suffix,
+    has_image_suffix,
     iter_images,
     read_image,
     write_image,
@@ -96,10 +114,17 @@ class ItemResult:
         info: JSON-able per-file data for the report (faces, boxes, scores, stage timings...).
             numpy scalars/arrays, tuples, paths and objects with ``to_dict()`` are converted;
             NaN/inf become null.
+        process_s: seconds spent on this image, when ``process_batch`` measured it (reported
+            as its ``process_s`` when it was processed in a batch of several); None: unknown.
     """
 
     image: np.ndarray | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    process_s: float | None = None
+
+
+class SettingsMismatchError(ValueError):
+    """A re-run asked for other settings than the results already in its output folder or report."""
 
 
 ProcessBatch = Callable[[list[LoadedImage]], Sequence["ItemResult | BaseException"]]
@@ -115,10 +140,13 @@ class FileReport:
         status: ``"ok"``, ``"skipped"``, ``"error"`` or ``"pending"``.
         error: ``"<ExceptionType>: message"`` for errors, else None.
         info: ``ItemResult.info`` (JSON-able), plus ``"image"`` (size/format of the input).
-        timings: seconds: ``read_s``, ``process_s`` (share of the batch), ``write_s``.
+        timings: seconds: ``read_s``, ``process_s`` (this image's, see the module docstring),
+            ``write_s``.
         size: input file size in bytes (for resume checks).
         mtime_ns: input modification time (for resume checks).
         traceback: the formatted traceback of a processing/writing error, else None.
+        batch: for an image processed together with others: ``{"index": k, "images": n,
+            "process_s": seconds of the whole batch}``; None when it was processed alone.
     """
 
     input: str
@@ -130,6 +158,7 @@ class FileReport:
     size: int | None = None
     mtime_ns: int | None = None
     traceback: str | None = None
+    batch: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly dict (the report's ``items`` entry)."""
@@ -143,6 +172,8 @@ class FileReport:
             "size": self.size,
             "mtime_ns": self.mtime_ns,
         }
+        if self.batch is not None:
+            d["batch"] = self.batch
         if self.traceback:
             d["traceback"] = self.traceback
         return d
@@ -160,6 +191,7 @@ class FolderReport:
         finished: UTC end time, or None while running / when interrupted.
         elapsed_s: wall time of the run so far.
         complete: True once every input has been handled.
+        settings: what the results were made with (``run_folder(settings=...)``), or None.
     """
 
     input_dir: Path
@@ -169,6 +201,7 @@ class FolderReport:
     finished: str | None = None
     elapsed_s: float = 0.0
     complete: bool = False
+    settings: dict[str, Any] | None = None
 
     def count(self, status: str) -> int:
         """Number of items with ``status``."""
@@ -216,6 +249,7 @@ class FolderReport:
             "output_dir": None if self.output_dir is None else str(Path(self.output_dir).resolve()),
             "started": self.started,
             "finished": self.finished,
+            "settings": self.settings,
             "summary": self.summary(),
             "items": [it.to_dict() for it in self.items],
         }
@@ -293,35 +327,178 @@ def load_report(path: PathLike) -> dict[str, Any] | None:
     return data
 
 
-def _should_show_progress(progress: bool) -> bool:
-    if not progress:
+def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a settings tree; list items are named by their ``"stage"`` entry if they have one."""
+    out: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            if k == "stage" and prefix:
+                continue
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+        seen: collections.Counter[str] = collections.Counter()
+        for i, x in enumerate(obj):
+            name = str(x.get("stage", i))
+            seen[name] += 1
+            key = name if seen[name] == 1 else f"{name}#{seen[name]}"
+            out.update(_flatten(x, key if not prefix or prefix == "stages" else f"{prefix}.{key}"))
+    else:
+        out[prefix] = obj
+    return out
+
+
+def settings_diff(old: Any, new: Any, limit: int = 4) -> str:
+    """A short human-readable list of what differs between two settings trees."""
+    a, b = _flatten(old), _flatten(new)
+    keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<none>") != b.get(k, "<none>")]
+    parts = [f"{k}: {a.get(k, '<none>')!r} -> {b.get(k, '<none>')!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return "; ".join(parts) or "none"
+
+
+def _same_settings(old: Any, new: Any) -> bool:
+    return to_jsonable(old) == to_jsonable(new)
+
+
+def read_marker(out_dir: PathLike) -> dict[str, Any] | None:
+    """The settings record an earlier run left in ``out_dir`` (:data:`~faceswap_pipeline.io.OUTPUT_MARKER`), or None."""
+    path = Path(out_dir) / OUTPUT_MARKER
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        logger.warning("ignoring unreadable settings record %s: %s", path, exc)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _write_marker(out_dir: Path, settings: dict[str, Any] | None, redo_before_ns: int | None) -> None:
+    from faceswap_pipeline import __version__
+
+    doc = {"format": 1, "written_by": f"faceswap_pipeline {__version__}", "updated": _now(),
+           "settings": to_jsonable(settings), "redo_before_ns": redo_before_ns}
+    atomic_write_bytes(out_dir / OUTPUT_MARKER, (json.dumps(doc, indent=1) + "\n").encode("utf-8"))
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    """Raise unless ``folder`` exists as a writable folder or can be created."""
+    base = _nearest_existing(folder)
+    if not base.is_dir():
+        raise NotADirectoryError(f"cannot create the {what} {str(folder)!r}: {str(base)!r} is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        if base == folder:
+            raise PermissionError(f"the {what} {str(folder)!r} is not writable")
+        raise PermissionError(f"cannot create the {what} {str(folder)!r}: no write permission in {str(base)!r}")
+
+
+def check_paths(
+    in_dir: PathLike,
+    out_dir: PathLike | None = None,
+    *,
+    write_outputs: bool = True,
+    report_path: PathLike | None = None,
+) -> None:
+    """Check a folder run's paths before any work starts (the CLI calls it before loading models).
+
+    Raises, with a message that names the path and what to do:
+        FileNotFoundError: ``in_dir`` does not exist.
+        NotADirectoryError: ``out_dir`` is an existing file, or a parent of an output is a file.
+        IsADirectoryError: ``report_path`` is a folder.
+        PermissionError: the input cannot be read, or an output cannot be created.
+        ValueError: ``out_dir`` is the input folder or contains it; no ``out_dir`` although
+            outputs are written; ``report_path`` would overwrite an input image.
+    """
+    in_path = Path(in_dir)
+    if not in_path.exists():
+        raise FileNotFoundError(f"input {str(in_path)!r} does not exist")
+    single_file = in_path.is_file()
+    if not single_file and not in_path.is_dir():
+        raise ValueError(f"input {str(in_path)!r} is neither a folder nor a file")
+    if not os.access(in_path, os.R_OK | (0 if single_file else os.X_OK)):
+        raise PermissionError(f"input {str(in_path)!r} is not readable")
+    root_res = (in_path.parent if single_file else in_path).resolve()
+    if write_outputs and out_dir is None:
+        raise ValueError("out_dir is required when write_outputs is True")
+    if out_dir is not None:
+        out_path = Path(out_dir)
+        out_res = out_path.resolve()
+        if out_res == root_res and (not single_file or write_outputs):
+            raise ValueError(
+                f"output folder {str(out_path)!r} is the input folder: outputs would overwrite "
+                "inputs; choose another folder"
+            )
+        if _is_within(root_res, out_res) and out_res != root_res:
+            raise ValueError(
+                f"input folder {str(in_path if not single_file else in_path.parent)!r} is inside the output folder "
+                f"{str(out_path)!r}: outputs could overwrite inputs; choose another folder"
+            )
+        if write_outputs:
+            if out_path.exists() and not out_path.is_dir():
+                raise NotADirectoryError(
+                    f"output folder {str(out_path)!r} is an existing file: give a folder (it is created if needed)"
+                )
+            _check_creatable(out_path, "output folder")
+    if report_path is not None:
+        rep = Path(report_path)
+        if rep.is_dir():
+            raise IsADirectoryError(f"report {str(rep)!r} is a folder: give a file name, e.g. {str(rep / 'report.json')!r}")
+        if rep.exists() and has_image_suffix(rep) and _is_within(rep.resolve(), root_res):
+            raise ValueError(f"report {str(rep)!r} is an input image: give another file name")
+        _check_creatable(rep.parent, "folder of the report")
+
+
+def _should_show_progress(progress: Any) -> bool:
+    if progress is None or progress is False:
         return False
+    if progress is not True:  # a stream to draw on
+        return True
     stream = sys.stderr
     return bool(getattr(stream, "isatty", None) and stream.isatty())
 
 
 class _Progress:
-    """tqdm when wanted and available, else a no-op with the same two methods."""
+    """A tqdm bar (per image) when wanted, else a no-op with the same methods.
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    While the bar is shown, log records of the root logger's console handlers are written through
+    tqdm (``logging_redirect_tqdm``), so warnings appear on their own lines above the bar instead
+    of being spliced into it.
+    """
+
+    def __init__(self, total: int, enabled: bool, stream: Any = None) -> None:
         self._bar = None
+        self._redirect: Any = None
         if enabled:
             try:
                 from tqdm.auto import tqdm
-
-                self._bar = tqdm(total=total, unit="img", dynamic_ncols=True)
+                from tqdm.contrib.logging import logging_redirect_tqdm
             except ImportError:  # pragma: no cover - tqdm is a dependency
-                self._bar = None
+                return
+            self._bar = tqdm(total=total, unit="img", dynamic_ncols=True, file=stream, smoothing=0.1)
+            self._redirect = logging_redirect_tqdm(tqdm_class=tqdm)
+            self._redirect.__enter__()
 
     def update(self, n: int, **postfix: Any) -> None:
         if self._bar is not None:
-            self._bar.update(n)
             if postfix:
                 self._bar.set_postfix(postfix, refresh=False)
+            self._bar.update(n)
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
+        if self._redirect is not None:
+            self._redirect.__exit__(None, None, None)
+            self._redirect = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -440,7 +617,7 @@ def run_folder(
     report_path: PathLike | None = None,
     output_suffix: str | None = None,
     write_outputs: bool = True,
-    progress: bool = True,
+    progress: bool | Any = True,
     extensions: Iterable[str] = IMAGE_EXTENSIONS,
     recursive: bool = True,
     quality: int | None = None,
@@ -449,6 +626,8 @@ def run_folder(
     max_batch_pixels: int = 100_000_000,
     report_every_s: float = 5.0,
     background_writes: bool = True,
+    settings: dict[str, Any] | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> FolderReport:
     """Process every image of a folder tree with ``process_batch``; see the module docstring.
 
@@ -457,8 +636,9 @@ def run_folder(
             image file. Input files are only ever opened for reading.
         out_dir: output folder; ``out_dir / <path relative to in_dir>`` is written for each input
             (suffix replaced by ``output_suffix`` if given). May be inside ``in_dir`` (it is then
-            left out of the walk); must not be ``in_dir`` itself or contain it. May be None when
-            ``write_outputs`` is False.
+            left out of the walk, and so is every folder holding the outputs of an earlier run);
+            must not be ``in_dir`` itself or contain it. May be None when ``write_outputs`` is
+            False.
         process_batch: ``(list[LoadedImage]) -> list[ItemResult | Exception]``, one entry per
             item, in order. If it raises, the batch is retried one image at a time.
         batch_size: maximum images per ``process_batch`` call.
@@ -469,7 +649,8 @@ def run_folder(
             suffix (and so its format).
         write_outputs: False for runs that only report (detection): nothing is written but the
             report, and resume reads the previous report.
-        progress: show a tqdm bar on stderr (only when stderr is a terminal).
+        progress: show a tqdm bar (one step per image) on stderr when it is a terminal; False:
+            none; a text stream: draw it there.
         extensions: input suffixes to pick up (anchored, case-insensitive).
         recursive: walk sub-folders.
         quality: JPEG/WebP output quality; None keeps the input's (see
@@ -484,42 +665,38 @@ def run_folder(
             reports so that writing them takes at most ~5% of the run).
         background_writes: encode and write outputs in a background thread (at most
             ``batch_size`` waiting), overlapping them with the next batch's processing.
+        settings: JSON-able description of what ``process_batch`` does (options, weights); recorded
+            in the output folder and the report, and compared on re-runs (see Settings above).
+        on_start: called once, after the walk and all checks and before the progress bar starts,
+            when there is something to process (e.g. to warm up models).
 
     Returns:
         The :class:`FolderReport`; ``report.exit_code`` is 1 if any input failed.
 
     Raises:
-        FileNotFoundError: ``in_dir`` does not exist.
-        ValueError: bad arguments (``out_dir`` equal to or containing ``in_dir``, missing
-            ``out_dir`` when writing, unknown ``output_suffix``, ``batch_size < 1``).
+        FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError:
+            bad paths (see :func:`check_paths`) or arguments (unknown ``output_suffix``,
+            ``batch_size < 1``), before anything is processed.
+        SettingsMismatchError: ``settings`` differ from those of the results already there.
     """
     t_start = time.perf_counter()
-    in_path = Path(in_dir)
-    if not in_path.exists():
-        raise FileNotFoundError(f"input {str(in_path)!r} does not exist")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    check_paths(in_dir, out_dir, write_outputs=write_outputs, report_path=report_path)
+    in_path = Path(in_dir)
     single_file = in_path.is_file()
     root = in_path.parent if single_file else in_path
     root_res = root.resolve()
     out_path = Path(out_dir) if out_dir is not None else None
-    if write_outputs and out_path is None:
-        raise ValueError("out_dir is required when write_outputs is True")
     exclude = None
     if out_path is not None:
         out_res = out_path.resolve()
-        if out_res == root_res and (not single_file or write_outputs):
-            raise ValueError(
-                f"output folder {str(out_path)!r} is the input folder: outputs would overwrite "
-                "inputs; choose another folder"
-            )
-        if _is_within(root_res, out_res) and out_res != root_res:
-            raise ValueError(
-                f"input folder {str(root)!r} is inside the output folder {str(out_path)!r}: "
-                "outputs could overwrite inputs; choose another folder"
-            )
-        if _is_within(out_res, root_res):
+        if _is_within(out_res, root_res) and out_res != root_res:
             exclude = out_res
+            if not single_file and write_outputs:
+                logger.warning(
+                    "the output folder %s is inside the input folder %s: it is left out of the walk (and so is any "
+                    "folder holding the outputs of an earlier run)", out_path, in_path)
     if output_suffix is not None:
         output_suffix = output_suffix if output_suffix.startswith(".") else "." + output_suffix
         if write_outputs:
@@ -530,7 +707,8 @@ def run_folder(
     if not files:
         logger.warning("no images with suffixes %s found in %s", list(extensions), in_path)
 
-    report = FolderReport(input_dir=in_path, output_dir=out_path, started=_now())
+    report = FolderReport(input_dir=in_path, output_dir=out_path, started=_now(),
+                          settings=None if settings is None else to_jsonable(settings))
     previous = load_report(report_file) if report_file is not None else None
     prev_items: dict[str, dict[str, Any]] = {}
     if previous is not None and previous.get("input_dir") not in (None, str(in_path.resolve())):
@@ -540,6 +718,21 @@ def run_folder(
         previous = None
     if previous is not None:
         prev_items = {str(e.get("input")): e for e in previous["items"] if isinstance(e, dict)}
+
+    # What the results already there were made with: the output folder's marker (outputs), or
+    # the previous report (report-only runs).
+    marker = read_marker(out_path) if write_outputs and out_path is not None and out_path.is_dir() else None
+    recorded: Any = None
+    where = ""
+    if write_outputs and marker is not None:
+        recorded, where = marker.get("settings"), f"output folder {str(out_path)!r}"
+    elif not write_outputs and previous is not None:
+        recorded, where = previous.get("settings"), f"report {str(report_file)!r}"
+    redo_before_ns = None
+    if marker is not None and isinstance(marker.get("redo_before_ns"), int) and _same_settings(recorded, settings):
+        redo_before_ns = int(marker["redo_before_ns"])  # an --overwrite run was interrupted: older outputs are stale
+    mismatch = settings is not None and recorded is not None and not _same_settings(recorded, settings)
+    unknown_skipped = 0
 
     input_set = {p.resolve() for p in files}
     out_owner: dict[Path, str] = {}
@@ -573,7 +766,10 @@ def run_folder(
         if not overwrite:
             done = False
             if write_outputs:
-                done = out_file is not None and out_file.exists()
+                if out_file is not None:
+                    with contextlib.suppress(OSError):  # no output file: not done
+                        mtime = out_file.stat().st_mtime_ns
+                        done = redo_before_ns is None or mtime > redo_before_ns
             elif prev is not None:
                 done = (
                     prev.get("status") in ("ok", "skipped")
@@ -581,13 +777,45 @@ def run_folder(
                     and prev.get("mtime_ns") == entry.mtime_ns
                 )
             if done:
+                if mismatch:
+                    raise SettingsMismatchError(
+                        f"{where} holds results made with other settings ({settings_diff(recorded, settings)}). "
+                        "A re-run skips what is already done, so the two settings would be mixed. Re-run with "
+                        "overwrite (--overwrite) to redo everything with the new settings, or choose another "
+                        f"{'output folder' if write_outputs else 'report file'}."
+                    )
+                if settings is not None and recorded is None:
+                    unknown_skipped += 1
                 entry.status = "skipped"
                 if prev is not None and isinstance(prev.get("info"), dict):
                     entry.info = prev["info"]
                 continue
         todo.append((idx, path, out_file))
+    if unknown_skipped:
+        logger.warning(
+            "%s has %d result(s) with no record of the settings they were made with: they are kept as they are "
+            "(use --overwrite to redo them with these settings)",
+            where or (f"output folder {str(out_path)!r}" if write_outputs else f"report {str(report_file)!r}"),
+            unknown_skipped)
 
-    bar = _Progress(len(files), _should_show_progress(progress))
+    stale_from = None
+    if write_outputs and out_path is not None and files:
+        # Record the settings before writing anything. During an --overwrite run every output not
+        # newer than its start is stale until rewritten; "its start" is the marker's own mtime,
+        # from the file system's clock like the outputs' (an output written in the same clock
+        # tick counts as stale: redone once more, never wrongly kept).
+        if overwrite and todo:
+            _write_marker(out_path, settings, None)
+            stale_from = (out_path / OUTPUT_MARKER).stat().st_mtime_ns
+            _write_marker(out_path, settings, stale_from)
+        else:
+            stale_from = redo_before_ns
+            if marker is None or not _same_settings(recorded, settings) or marker.get("redo_before_ns") != stale_from:
+                _write_marker(out_path, settings, stale_from)
+
+    if todo and on_start is not None:
+        on_start()
+    bar = _Progress(len(files), _should_show_progress(progress), None if isinstance(progress, bool) else progress)
     bar.update(len(files) - len(todo))
     counts = collections.Counter(it.status for it in report.items)
     last_save = [0.0, float(report_every_s)]  # time of the last write, current interval
@@ -630,9 +858,13 @@ def run_folder(
         """Record finished background writes; wait for the oldest until at most ``max_left`` remain."""
         while writes and (writes[0][1].done() or len(writes) > max_left):
             idx, fut = writes.popleft()
-            error, seconds = fut.result()
-            report.items[idx].timings["write_s"] = seconds
-            finish_item(idx, "ok" if error is None else "error", error)
+            record_write(idx, *fut.result())
+
+    def record_write(idx: int, error: BaseException | None, seconds: float, written: dict[str, Any] | None) -> None:
+        report.items[idx].timings["write_s"] = seconds
+        if written is not None:
+            report.items[idx].info["output_image"] = written
+        finish_item(idx, "ok" if error is None else "error", error)
 
     def write_one(idx: int, loaded: LoadedImage, out_file: Path | None, res: ItemResult) -> None:
         if not write_outputs or out_file is None:
@@ -643,9 +875,9 @@ def run_folder(
             writes.append((idx, writer.submit(_write_output, loaded, out_file, res.image, quality)))
             drain_writes(max(1, batch_size))
             return
-        error, seconds = _write_output(loaded, out_file, res.image, quality)
-        report.items[idx].timings["write_s"] = seconds
-        finish_item(idx, "ok" if error is None else "error", error)
+        record_write(idx, *_write_output(loaded, out_file, res.image, quality))
+
+    n_batches = [0]
 
     def handle_batch(batch: list[tuple[int, LoadedImage, Path | None]]) -> None:
         items = [b[1] for b in batch]
@@ -662,10 +894,16 @@ def run_folder(
                     handle_batch([one])
                 return
             results = [exc]
-        share = (time.perf_counter() - t0) / len(items)
+        elapsed = time.perf_counter() - t0
+        n_batches[0] += 1
         for (idx, loaded, out_file), res in zip(batch, results):
             entry = report.items[idx]
-            entry.timings["process_s"] = share
+            own = res.process_s if isinstance(res, ItemResult) else None
+            if len(items) == 1:
+                entry.timings["process_s"] = elapsed
+            else:
+                entry.timings["process_s"] = float(own) if own is not None else elapsed / len(items)
+                entry.batch = {"index": n_batches[0], "images": len(items), "process_s": round(elapsed, 6)}
             entry.info = {"image": loaded.summary()}
             if isinstance(res, BaseException):
                 finish_item(idx, "error", res)
@@ -736,6 +974,9 @@ def run_folder(
         report.complete = not interrupted
         report.finished = _now() if not interrupted else None
         save_report(force=True)
+        if report.complete and report.n_failed == 0 and stale_from is not None and out_path is not None:
+            with contextlib.suppress(OSError):
+                _write_marker(out_path, settings, None)  # every output is now from these settings
     logger.info(
         "folder run done: %d ok, %d skipped, %d failed in %.1f s",
         report.n_ok,
@@ -748,20 +989,20 @@ def run_folder(
 
 def _write_output(
     loaded: LoadedImage, out_file: Path, image: np.ndarray | None, quality: int | None
-) -> tuple[Exception | None, float]:
-    """Write one output (``image`` None: the input unchanged); returns ``(error or None, seconds)``."""
+) -> tuple[Exception | None, float, dict[str, Any] | None]:
+    """Write one output (``image`` None: the input unchanged); returns ``(error or None, seconds, what was written)``."""
     t0 = time.perf_counter()
     try:
         if image is None:
-            _write_unchanged(loaded, out_file, quality)
+            written = _write_unchanged(loaded, out_file, quality)
         else:
-            write_image(out_file, image, like=loaded, quality=quality)
+            written = write_image(out_file, image, like=loaded, quality=quality)
     except Exception as exc:  # noqa: BLE001 - reported per file
-        return exc, time.perf_counter() - t0
-    return None, time.perf_counter() - t0
+        return exc, time.perf_counter() - t0, None
+    return None, time.perf_counter() - t0, written
 
 
-def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -> None:
+def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -> dict[str, Any]:
     """Output = input: copy the input's bytes when the format matches, else re-encode."""
     src = Path(loaded.path)
     if src.resolve() == out_file.resolve():
@@ -769,5 +1010,5 @@ def _write_unchanged(loaded: LoadedImage, out_file: Path, quality: int | None) -
     if format_for_suffix(out_file) == loaded.format and quality is None:
         with open(src, "rb") as fin, atomic_open(out_file) as fout:
             shutil.copyfileobj(fin, fout, 1 << 20)
-    else:
-        write_image(out_file, loaded.rgb, like=loaded, quality=quality)
+        return {"format": loaded.format, "mode": loaded.mode, "bits": loaded.bits, "copy": True}
+    return write_image(out_file, loaded.rgb, like=loaded, quality=quality)

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from faceswap_pipeline.folder import FolderReport, ItemResult, load_report, run_folder, to_jsonable
-from faceswap_pipeline.io import LoadedImage, read_image
+from faceswap_pipeline.io import OUTPUT_MARKER, LoadedImage, read_image
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,7 @@ def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro, backgro
     assert report.n_ok == 7 and report.n_failed == 3 and report.n_skipped == 0
     assert report.exit_code == 1 and report.complete
     assert hashes(src) == before  # inputs untouched
-    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file() and p.name != OUTPUT_MARKER)
     assert written == sorted(k for k, v in expected.items() if v == "ok")
 
     # The JSON file is the same report, valid, and accounts for every input.
@@ -187,7 +187,7 @@ def test_one_bad_image_in_a_batch_does_not_fail_its_neighbours(tmp_path, astro):
     bad = next(it for it in report.items if it.status == "error")
     assert bad.error == "RuntimeError: cannot process an image 202 pixels high"
     assert "fragile" in bad.traceback
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["0.png", "1.png", "3.png", "4.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [OUTPUT_MARKER, "0.png", "1.png", "3.png", "4.png"]
     assert report.exit_code == 1
 
 
@@ -209,7 +209,7 @@ def test_per_item_exceptions_and_bad_results(tmp_path, astro, background_writes)
     assert st[1] == ("1.png", "ok", None)
     assert st[2][1] == "error" and "not ItemResult" in st[2][2]
     assert st[3][1] == "error" and "shape" in st[3][2]  # a bad output array is a write error of that file
-    assert not list((tmp_path / "out").glob(".*"))  # no temp files left
+    assert [p.name for p in (tmp_path / "out").glob(".*")] == [OUTPUT_MARKER]  # no temp files left
 
 
 def test_wrong_number_of_results_is_an_error(tmp_path, astro):
@@ -307,7 +307,7 @@ def test_interrupted_run_leaves_a_valid_report_and_resumes(tmp_path, astro):
     assert data["complete"] is False and data["finished"] is None
     assert [e["status"] for e in data["items"]] == ["ok", "ok", "pending", "pending", "pending", "pending"]
     assert data["summary"]["pending"] == 4
-    assert sorted(p.name for p in out.iterdir()) == ["0.png", "1.png"]
+    assert sorted(p.name for p in out.iterdir()) == [OUTPUT_MARKER, "0.png", "1.png"]
 
     report = run_folder(src, out, invert, batch_size=2, report_path=rep, progress=False)
     assert [it.status for it in report.items] == ["skipped"] * 2 + ["ok"] * 4
