@@ -1,5 +1,7 @@
-"""Build a pipeline from stage objects: choose each stage yourself (here a stricter HOG detector,
-a wider blend and no upscaling) and run it on a photo that scikit-image ships.
+"""Build a pipeline from your own choice of stage objects and run it on a photo that scikit-image ships.
+
+Here: a stricter HOG detector (with the usual verifier), only the largest face, a wider blend and
+no upscaling.
 
     python examples/custom_pipeline.py --out custom.png [--detector cascade]
 
@@ -31,10 +33,11 @@ class LargestFaceOnly:
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="custom_pipeline.png")
-    p.add_argument("--direction", default="female2male")
-    p.add_argument("--detector", default="hog", choices=("hog", "cascade"))
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default="custom_pipeline.png", help="where to write the swapped photo (default: %(default)s)")
+    p.add_argument("--direction", default="female2male", choices=fp.DIRECTIONS,
+                   help="which generator to run (default: %(default)s; the photo shows a woman)")
+    p.add_argument("--detector", default="hog", choices=("hog", "cascade"), help="face detector (default: %(default)s)")
     a = p.parse_args(argv)
 
     from skimage import data

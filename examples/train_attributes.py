@@ -23,7 +23,7 @@ def main() -> int:
     p.add_argument("--max-steps", type=int, default=1200, help="planned steps of 64 faces (cosine schedule length; ~4 epochs)")
     p.add_argument("--max-minutes", type=float, default=30.0, help="stop cleanly after this much wall time")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="random seed of the initialisation and the data order (default: %(default)s)")
     args = p.parse_args()
     from faceswap_pipeline.train.attributes import main as train
 

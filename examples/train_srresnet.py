@@ -23,12 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", default="../shared/data", help="folder holding utkface/train and sr_scenes/CSun_Hays80")
     p.add_argument("--faces", default=None, help="override: UTKFace train folder")
     p.add_argument("--scenes", default=None, help="override: scene folder")
-    p.add_argument("--out", default="runs/srresnet_x4")
-    p.add_argument("--steps", type=int, default=1400)
-    p.add_argument("--max-minutes", type=float, default=40.0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--export", default="weights/srresnet_x4.safetensors")
-    p.add_argument("--resume", action="store_true")
+    p.add_argument("--out", default="runs/srresnet_x4", help="run folder: checkpoints, logs, config (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=1400, help="planned steps: the length of the cosine schedule (default: %(default)s)")
+    p.add_argument("--max-minutes", type=float, default=40.0, help="stop cleanly after this much wall time (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default: %(default)s)")
+    p.add_argument("--export", default="weights/srresnet_x4.safetensors",
+                   help="weights file written (and registered as srresnet.x4) at the end (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     args, extra = p.parse_known_args(argv)
 
     from faceswap_pipeline.train.srresnet import main as train_main
