@@ -351,6 +351,7 @@ def settings_diff(old: Any, new: Any, limit: int = 4) -> str:
     """A short human-readable list of what differs between two settings trees."""
     a, b = _flatten(old), _flatten(new)
     keys = [k for k in dict.fromkeys([*a, *b]) if a.get(k, "<none>") != b.get(k, "<none>")]
+    keys.sort(key=lambda k: ".models." in f".{k}.")  # options first, weight digests last
     parts = [f"{k}: {a.get(k, '<none>')!r} -> {b.get(k, '<none>')!r}" for k in keys[:limit]]
     if len(keys) > limit:
         parts.append(f"and {len(keys) - limit} more")

@@ -111,6 +111,13 @@ class Translator(ModelStage):
                     f.actions.append(f"translate:{direction}")
         return batch
 
+    def settings(self) -> dict:
+        """The directions, the default one and a digest of each generator (``amp`` is precision only: left out)."""
+        from faceswap_pipeline.stages.base import module_digest
+
+        return {"class": "Translator", "default_direction": self.default_direction,
+                "models": {d: module_digest(g) for d, g in sorted(self.modules.items())}}
+
     def work(self, rec: ImageRecord) -> float:
         """An image's share of a batch's work: its faces this stage translates."""
         return float(sum(1 for f in rec.faces if f.crop is not None and (f.direction or self.default_direction) in self.modules))

@@ -174,7 +174,7 @@ class SRUpscaler(ModelStage):
         x = torch.zeros((1, 3, size, size), device=self.device)
         with torch.inference_mode():
             for net in self.modules.values():
-                _run(net, x, self.bf16)
+                _run(net, x, self.bf16, self.channels_last)
 
     def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         jobs: dict[int, list[Any]] = {2: [], 4: []}
@@ -199,6 +199,21 @@ class SRUpscaler(ModelStage):
                     f.output = out.to(f.output.device)
                     f.actions.append(f"upscale:x{k}")
         return batch
+
+    def settings(self) -> dict[str, Any]:
+        """What changes which faces are upscaled and how: the models (weight digests) and ``min_face``.
+
+        Precision and memory layout (``bf16``, ``channels_last``) are left out: they change
+        results by rounding only, and a resumed run on another machine may differ in them.
+        """
+        from faceswap_pipeline.stages.base import module_digest
+
+        return {"class": "SRUpscaler", "min_face": self.min_face,
+                "models": RESIZE if self.resize_only else {k: module_digest(m) for k, m in sorted(self.modules.items())}}
+
+    def __repr__(self) -> str:
+        models = RESIZE if self.resize_only else "+".join(sorted(self.modules))
+        return f"SRUpscaler({models}, min_face={self.min_face}, bf16={self.bf16}, device={self.device}, batch_size={self.batch_size})"
 
 
 class ImageUpscaler:
@@ -266,14 +281,14 @@ class ImageUpscaler:
         return cls(load_model(name, folder=weights_dir, device=device), device, tile, overlap, bf16=bf16)
 
     def settings(self) -> dict[str, Any]:
-        """What changes the output: the model (a digest of its weights, or ``"resize"``), the scale, bf16.
+        """What changes the output: the model (a digest of its weights, or ``"resize"``) and the scale.
 
-        Tile and overlap are left out: they change results by less than one grey level.
+        Tile, overlap and precision are left out: they change results by rounding only.
         """
         from faceswap_pipeline.stages.base import module_digest
 
         return {"class": "ImageUpscaler", "model": RESIZE if self.model is None else module_digest(self.model),
-                "scale": self.scale, "bf16": self.bf16}
+                "scale": self.scale}
 
     def upscale_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Shape: (1, 3, H, W) float32 in [0, 1] -> (1, 3, sH, sW) float32 in [0, 1]."""
