@@ -798,6 +798,9 @@ def run_folder(
             "(use --overwrite to redo them with these settings)",
             where or (f"output folder {str(out_path)!r}" if write_outputs else f"report {str(report_file)!r}"),
             unknown_skipped)
+    # results of unknown settings stay: the folder/report then records no settings (unknown) until an --overwrite run
+    record = None if unknown_skipped else settings
+    report.settings = None if record is None else to_jsonable(record)
 
     stale_from = None
     if write_outputs and out_path is not None and files:
@@ -811,8 +814,8 @@ def run_folder(
             _write_marker(out_path, settings, stale_from)
         else:
             stale_from = redo_before_ns
-            if marker is None or not _same_settings(recorded, settings) or marker.get("redo_before_ns") != stale_from:
-                _write_marker(out_path, settings, stale_from)
+            if marker is None or not _same_settings(recorded, record) or marker.get("redo_before_ns") != stale_from:
+                _write_marker(out_path, record, stale_from)
 
     if todo and on_start is not None:
         on_start()
@@ -977,7 +980,7 @@ def run_folder(
         save_report(force=True)
         if report.complete and report.n_failed == 0 and stale_from is not None and out_path is not None:
             with contextlib.suppress(OSError):
-                _write_marker(out_path, settings, None)  # every output is now from these settings
+                _write_marker(out_path, record, None)  # no stale output is left
     logger.info(
         "folder run done: %d ok, %d skipped, %d failed in %.1f s",
         report.n_ok,

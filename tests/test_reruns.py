@@ -125,3 +125,15 @@ def test_detect_refuses_to_mix_detectors_in_one_boxes_file(src, tmp_path, capsys
     assert main(["detect", str(src), str(boxes), "--device", "cpu", "--no-progress", "--detector", "cascade"]) == 2
     assert "report" in (err := capsys.readouterr().err) and "other settings" in err
     assert main(["detect", str(src), str(boxes), "--device", "cpu", "--no-progress", "--detector", "cascade", "--overwrite"]) == 0
+
+
+def test_outputs_without_a_settings_record_are_kept_and_said_so(src, tmp_path, caplog):
+    out = tmp_path / "out"
+    run_folder(src, out, invert, progress=False, settings={"op": "invert"})
+    (out / OUTPUT_MARKER).unlink()  # outputs made by an older version: no record
+    with caplog.at_level(logging.WARNING, logger="faceswap_pipeline"):
+        r = run_folder(src, out, darken, progress=False, settings={"op": "darken"})
+    assert r.n_skipped == 3 and "no record of the settings" in caplog.text
+    assert read_marker(out)["settings"] is None and r.settings is None  # unknown, not claimed to be 'darken'
+    redo = run_folder(src, out, darken, progress=False, settings={"op": "darken"}, overwrite=True)
+    assert redo.n_ok == 3 and read_marker(out)["settings"] == {"op": "darken"}
