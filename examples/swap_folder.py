@@ -25,13 +25,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default=None, help="write a JSON report of every input here")
     a = p.parse_args(argv)
 
-    from faceswap_pipeline.api import default_batch_size
     from faceswap_pipeline.folder import check_paths
 
     try:
         check_paths(a.input_dir, a.output_dir, report_path=a.report)  # before loading models
         pipe = fp.load_pipeline(a.direction, detector=a.detector, device=a.device)
-        report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=default_batch_size(a.device), report=a.report)
+        report = pipe.run_folder(a.input_dir, a.output_dir, report=a.report)
     except (fp.WeightsError, OSError, ValueError) as e:
         p.exit(2, f"{p.prog}: error: {e}\n")
     print(f"{report.n_ok} swapped, {report.n_skipped} already done, {report.n_failed} failed")

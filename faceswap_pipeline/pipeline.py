@@ -191,7 +191,7 @@ class Pipeline:
         in_dir: str | os.PathLike[str],
         out_dir: str | os.PathLike[str],
         *,
-        batch_size: int = 8,
+        batch_size: int | None = None,
         overwrite: bool = False,
         report: str | os.PathLike[str] | None = None,
         progress: bool | Any = True,
@@ -209,7 +209,9 @@ class Pipeline:
         Args:
             in_dir: input folder (or one image file).
             out_dir: output folder (not the input folder, nor one containing it).
-            batch_size: images processed together (their faces share network passes).
+            batch_size: images processed together (their faces share network passes); None: 8
+                when a stage runs on a GPU, else 1 (on a CPU batching gains little, and each
+                photo then finishes, moves the progress bar and is timed on its own).
             overwrite: redo inputs whose output exists.
             report: where to write the JSON report.
             progress: progress bar on stderr when it is a terminal (or a text stream to draw on).
@@ -220,6 +222,9 @@ class Pipeline:
         """
         from faceswap_pipeline.folder import run_folder
 
+        if batch_size is None:
+            on_gpu = any(getattr(getattr(s, "device", None), "type", None) == "cuda" for s in self.stages)
+            batch_size = 8 if on_gpu else 1
         return run_folder(
             in_dir, out_dir, self.process_loaded, batch_size=batch_size, overwrite=overwrite, report_path=report,
             progress=progress, settings={"command": "run", **self.settings()}, on_start=self.warmup,
