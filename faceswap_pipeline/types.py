@@ -133,7 +133,7 @@ class ImageRecord:
         result: ``(H, W, 3)`` uint8 RGB output (set by the blend stage), else None.
         key: caller's identifier (e.g. a file path) used in reports.
         error: set when a stage failed for this image; later stages skip it.
-        timings: seconds spent per stage for this image (batched stages split evenly).
+        timings: seconds spent per stage for this image (per image; batched network stages split their batch time by faces).
     """
 
     image: np.ndarray
