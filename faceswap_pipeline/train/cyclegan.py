@@ -70,6 +70,10 @@ class CycleGANConfig:
     """
 
     # data
+    domain_m: str = "male"  # names of the two domains: the generators ship as cyclegan.<m>2<f> / <f>2<m>
+    domain_f: str = "female"
+    balance: str = ""  # a label (e.g. "gender") whose values are oversampled to equal counts inside each domain
+    attr_filter: float = 0.0  # keep training faces the attribute net gives >= this probability of their domain's class
     pack_m: str = ""
     pack_f: str = ""
     select_m: str = "gender=0"
@@ -145,6 +149,12 @@ class CycleGANConfig:
             raise ValueError(f"upsample_init must be normal or bilinear, not {self.upsample_init!r}")
         if self.attr_head not in ("gender", "race"):
             raise ValueError(f"attr_head must be gender or race, not {self.attr_head!r}")
+        if not self.domain_m or not self.domain_f or "2" in self.domain_m + self.domain_f or self.domain_m == self.domain_f:
+            raise ValueError("domain_m and domain_f must be two different names without a '2'")
+
+    def directions(self) -> tuple[str, str]:
+        """``("<m>2<f>", "<f>2<m>")``: the directions of ``G_m2f`` and ``G_f2m`` (e.g. male2female)."""
+        return f"{self.domain_m}2{self.domain_f}", f"{self.domain_f}2{self.domain_m}"
         if self.batch_size < 1 or self.n_steps < 1 or not 0 <= self.n_steps_decay <= self.n_steps:
             raise ValueError("need batch_size >= 1, n_steps >= 1, 0 <= n_steps_decay <= n_steps")
 
@@ -420,17 +430,23 @@ def translate(gen: nn.Module, images_u8: torch.Tensor, batch: int = 64, amp: boo
 
 
 @torch.no_grad()
-def gender_probs(attr: nn.Module, images01: torch.Tensor, batch: int = 256) -> torch.Tensor:
-    """P(female) by the attribute network. Shape: (N, 3, H, W) float in [0, 1] -> (N,) float32."""
+def pair_probs(attr: nn.Module, images01: torch.Tensor, head: str = "gender", classes: tuple[int, int] = (0, 1),
+               batch: int = 256) -> torch.Tensor:
+    """P(``classes[1]``) against ``classes[0]`` by one head of the attribute network (P(female) by default).
+
+    Shape: (N, 3, H, W) float in [0, 1] -> (N,) float32.
+    """
     dev = next(attr.parameters()).device
-    out = [attr(images01[i : i + batch].to(dev).float())["gender"].float().softmax(1)[:, 1] for i in range(0, len(images01), batch)]
-    return torch.cat(out)
+    cls = list(classes)
+    out = [attr(images01[i : i + batch].to(dev).float())[head].float()[:, cls].softmax(1)[:, 1] for i in range(0, len(images01), batch)]
+    return torch.cat(out) if out else torch.zeros(0)
 
 
-def target_rate(gen: nn.Module, attr: nn.Module, images_u8: torch.Tensor, target_female: bool, amp: bool = False) -> float:
-    """Fraction of translated faces the attribute network classifies as the target gender."""
-    p = gender_probs(attr, translate(gen, images_u8, amp=amp))
-    hit = p > 0.5 if target_female else p <= 0.5
+def target_rate(gen: nn.Module, attr: nn.Module, images_u8: torch.Tensor, to_f: bool, amp: bool = False,
+                head: str = "gender", classes: tuple[int, int] = (0, 1)) -> float:
+    """Fraction of translated faces the attribute network puts in the target domain (``to_f``: domain f)."""
+    p = pair_probs(attr, translate(gen, images_u8, amp=amp), head, classes)
+    hit = p > 0.5 if to_f else p <= 0.5
     return float(hit.float().mean())
 
 
@@ -752,9 +768,10 @@ class CycleGANTrainer:
         """Target rates of both generators on the validation faces, judged by the attribute net."""
         if self.val_m is None or self.val_f is None or self.feat_net is None or not hasattr(self.feat_net, "gender"):
             return {}
+        pair = (self.cfg.attr_class_m, self.cfg.attr_class_f)
         out = {
-            "val/target_rate_m2f": target_rate(self.nets["G_m2f"], self.feat_net, self.val_m, True, self.amp),
-            "val/target_rate_f2m": target_rate(self.nets["G_f2m"], self.feat_net, self.val_f, False, self.amp),
+            "val/target_rate_m2f": target_rate(self.nets["G_m2f"], self.feat_net, self.val_m, True, self.amp, self.cfg.attr_head, pair),
+            "val/target_rate_f2m": target_rate(self.nets["G_f2m"], self.feat_net, self.val_f, False, self.amp, self.cfg.attr_head, pair),
         }
         return out
 
@@ -770,7 +787,7 @@ class CycleGANTrainer:
         from faceswap_pipeline.weights import load_state_dict
 
         entries: dict[str, dict[str, Any]] = {}
-        for name, direction in (("G_m2f", "male2female"), ("G_f2m", "female2male")):
+        for name, direction in zip(("G_m2f", "G_f2m"), self.cfg.directions()):
             state, entries[name] = load_state_dict(f"cyclegan.{direction}", folder)
             self.nets[name].load_state_dict({k: v.to(torch.float32) for k, v in state.items()})
         tr = entries["G_m2f"].get("training", {})  # one export wrote both: same bookkeeping
@@ -1010,15 +1027,45 @@ def build_trainer(cfg: CycleGANConfig) -> CycleGANTrainer:
     rank, world = _init_distributed(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data_m = load_domain(cfg.pack_m, cfg.select_m)[rank::world]
-    data_f = load_domain(cfg.pack_f, cfg.select_f)[rank::world]
+    feat = None if (cfg.lambda_identity == 0 and cfg.lambda_attr == 0 and not cfg.attr_weights) else load_attribute_net(cfg)
+    data = {}
+    for side, path, select, cls in (("m", cfg.pack_m, cfg.select_m, cfg.attr_class_m), ("f", cfg.pack_f, cfg.select_f, cfg.attr_class_f)):
+        images, labels, _ = read_pack(path, select)
+        if len(images) == 0:
+            raise ValueError(f"selection {select!r} keeps no face of {path}")
+        x = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()
+        keep = np.arange(len(x))
+        if cfg.attr_filter > 0:
+            if feat is None:
+                raise ValueError("attr_filter needs the attribute network (attr_weights)")
+            other = cfg.attr_class_f if side == "m" else cfg.attr_class_m
+            p = pair_probs(feat.eval(), x.float() / 255.0, cfg.attr_head, (other, cls)).numpy()
+            keep = np.flatnonzero(p >= cfg.attr_filter)
+            log.info("domain %s: the attribute net keeps %d of %d faces (p >= %.2f)", side, len(keep), len(x), cfg.attr_filter)
+        idx = balanced_index({k: v[keep] for k, v in labels.items()}, cfg.balance, cfg.seed) if cfg.balance else np.arange(len(keep))
+        data[side] = x[torch.from_numpy(keep[idx])][rank::world]
     val_m = val_f = None
     if cfg.val_pack_m and cfg.val_pack_f:
         val_m = load_domain(cfg.val_pack_m, cfg.val_select_m or cfg.select_m, cfg.n_val)
         val_f = load_domain(cfg.val_pack_f, cfg.val_select_f or cfg.select_f, cfg.n_val)
-    log.info("rank %d/%d: %d male / %d female training faces", rank, world, len(data_m), len(data_f))
-    feat = None if (cfg.lambda_identity == 0 and not cfg.attr_weights) else load_attribute_net(cfg)
-    return CycleGANTrainer(cfg, data_m, data_f, feat, val_m, val_f, rank, world)
+    log.info("rank %d/%d: %d %s / %d %s training faces", rank, world, len(data["m"]), cfg.domain_m, len(data["f"]), cfg.domain_f)
+    return CycleGANTrainer(cfg, data["m"], data["f"], feat, val_m, val_f, rank, world)
+
+
+def balanced_index(labels: dict[str, np.ndarray], key: str, seed: int = 0) -> np.ndarray:
+    """Indices that give every value of ``labels[key]`` the count of the most common one.
+
+    Each group keeps all its rows once, and smaller groups are topped up by drawing rows again at
+    random (seeded), so, e.g., a race domain trains on as many women as men.
+    """
+    if key not in labels:
+        raise ValueError(f"cannot balance by {key!r}: labels are {sorted(labels)}")
+    col = labels[key]
+    rng = np.random.default_rng(seed)
+    groups = [np.flatnonzero(col == v) for v in np.unique(col)]
+    n = max(len(g) for g in groups)
+    idx = np.concatenate([np.concatenate([g, rng.choice(g, n - len(g), replace=True)]) for g in groups])
+    return np.sort(idx)
 
 
 # -------------------------------------------------------------------------------------- export
@@ -1059,7 +1106,8 @@ def export(
     cfg = ck["config"]
     kwargs = {"ngf": cfg["ngf"], "n_blocks": cfg["n_blocks"]}
     out: dict[str, Path] = {}
-    for direction, net in (("male2female", "G_m2f"), ("female2male", "G_f2m")):
+    names = (f"{cfg.get('domain_m', 'male')}2{cfg.get('domain_f', 'female')}", f"{cfg.get('domain_f', 'female')}2{cfg.get('domain_m', 'male')}")
+    for direction, net in zip(names, ("G_m2f", "G_f2m")):
         fname = f"cyclegan_{direction}.safetensors"
         path = Path(out_dir) / fname
         sha = save_weights(ck[net], path, arch="cyclegan_resnet", kwargs=kwargs, storage=storage)
@@ -1121,18 +1169,20 @@ def evaluate_export(
     ck = load_checkpoint(checkpoint)
     cfg = ck["config"]
     res: dict[str, dict[str, Any]] = {}
-    for direction, net, src, female in (("male2female", "G_m2f", val_m, True), ("female2male", "G_f2m", val_f, False)):
+    dm, df = cfg.get("domain_m", "male"), cfg.get("domain_f", "female")
+    head, pair = cfg.get("attr_head", "gender"), (int(cfg.get("attr_class_m", 0)), int(cfg.get("attr_class_f", 1)))
+    for direction, net, src, female in ((f"{dm}2{df}", "G_m2f", val_m, True), (f"{df}2{dm}", "G_f2m", val_f, False)):
         ref = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"]).eval()
         ref.load_state_dict(ck[net])
         stored = load_model(f"cyclegan.{direction}", folder=weights_folder)
         y_ref = translate(ref, src)
         y_st = translate(stored, src)
-        p_ref = gender_probs(attr, y_ref)
-        p_st = gender_probs(attr, y_st)
-        p_src = gender_probs(attr, src.float() / 255.0)
+        p_ref = pair_probs(attr, y_ref, head, pair)
+        p_st = pair_probs(attr, y_st, head, pair)
+        p_src = pair_probs(attr, src.float() / 255.0, head, pair)
         from faceswap_pipeline.train import evaluate
 
-        voted = evaluate.target_rate(attr, y_st, "female" if female else "male", voting=True)
+        voted = evaluate.target_rate(attr, y_st, df if female else dm, voting=True)
         hit = (lambda p: p > 0.5) if female else (lambda p: p <= 0.5)
         d = (y_st - y_ref).abs()
         m: dict[str, Any] = {
@@ -1156,7 +1206,7 @@ def evaluate_export(
             src8 = src.permute(0, 2, 3, 1).numpy()
             other = (val_f if female else val_m).permute(0, 2, 3, 1).numpy()
             m["judge"] = judge.score(src8, to8(y_st), direction, describe(other, judge.rescale)[0])
-        if sheet_path is not None and direction == "male2female":
+        if sheet_path is not None and net == "G_m2f":
             contact_sheet(src[:sheet_n].float() / 255.0, y_st[:sheet_n], sheet_path)
             m["contact_sheet"] = str(sheet_path)
         res[direction] = m
