@@ -1,6 +1,6 @@
 """Command line interface: a thin layer over the Python API.
 
-``faceswap-pipeline run | detect | upscale | demo | weights | prepare | train | evaluate``
+``faceswap-pipeline run | detect | upscale | demo | serve | weights | prepare | train | evaluate``
 """
 
 from __future__ import annotations
@@ -121,6 +121,13 @@ def _detector_args(p: argparse.ArgumentParser) -> None:
                         "shipped ones; 0 keeps all)")
 
 
+def _port(text: str) -> int:
+    v = _int_at_least(0, "a port number")(text)
+    if v > 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {v}")
+    return v
+
+
 def _float_upsample(text: str) -> int:
     v = _int_at_least(0)(text)
     if v > 3:
@@ -196,6 +203,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="(default: %(default)s)")
     p.add_argument("--direction", default="female2male", choices=(*DIRECTIONS, AUTO_GENDER), help="(default: %(default)s; the photo shows a woman)")
     p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet", help="face upscaler for the paste-back (default: %(default)s)")
+    _device_args(p)
+    _logging_args(p)
+
+    p = sub.add_parser("serve", help="a local web page (and JSON API): drop photos in, download the results")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this computer only)")
+    p.add_argument("--port", type=_port, default=8000, help="(default: %(default)s)")
+    p.add_argument("--max-upload-mb", type=_float_in(0.001, 4096), default=50, help="largest photo file accepted (default: %(default)s)")
+    p.add_argument("--max-megapixels", type=_float_in(0.001, 178), default=40, help="largest photo accepted (default: %(default)s)")
     _device_args(p)
     _logging_args(p)
 
@@ -322,6 +337,19 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(a: argparse.Namespace) -> int:
+    try:
+        from faceswap_pipeline.web.app import serve
+        from faceswap_pipeline.web.service import WebConfig
+    except ImportError as e:
+        raise RuntimeError(f"the web page needs the web extra (pip install 'faceswap_pipeline[web]'): {e}") from None
+    _set_threads(a.threads)
+    config = WebConfig(device=a.device, weights_dir=a.weights_dir, max_upload_bytes=int(a.max_upload_mb * (1 << 20)),
+                       max_pixels=int(a.max_megapixels * 1e6))
+    serve(a.host, a.port, config, log_level="warning" if a.quiet else "info")
+    return 0
+
+
 def cmd_weights(a: argparse.Namespace) -> int:
     from faceswap_pipeline.weights import WeightsError, read_manifest, verify, weights_dir
 
@@ -383,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     verbosity += a.verbose + getattr(a, "sub_verbose", 0)
     quiet = quiet or getattr(a, "quiet", False)
     _setup_logging(verbosity, quiet)
-    handler = {"run": cmd_run, "detect": cmd_detect, "upscale": cmd_upscale, "demo": cmd_demo, "weights": cmd_weights}[a.command]
+    handler = {"run": cmd_run, "detect": cmd_detect, "upscale": cmd_upscale, "demo": cmd_demo, "serve": cmd_serve, "weights": cmd_weights}[a.command]
     return _run_guarded(a.command, verbosity, handler, a)
 
 
