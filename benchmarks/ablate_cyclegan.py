@@ -42,6 +42,7 @@ ARMS: dict[str, list[str]] = {
     "recipe": [*RECIPE, "--lambda-attr", "1.0"],
     "recipe_noattr": [*RECIPE],
     "recipe_attr3": [*RECIPE, "--lambda-attr", "3.0"],
+    "recipe_grey": [*RECIPE, "--lambda-attr", "1.0", "--attr-grey", "1"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 

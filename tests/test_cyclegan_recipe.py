@@ -231,3 +231,18 @@ def test_race_domains_balance_filter_and_export_names(tmp_path: Path) -> None:
         assert len(cg.build_trainer(cfg2).stream_m.data) == want
     with pytest.raises(ValueError):
         cg.CycleGANConfig(domain_m="a2b").validate()
+
+
+def test_grey_guidance_ignores_colour(tmp_path: Path) -> None:
+    """With attr_grey the guidance loss is the same for two fakes of equal luma and different hue."""
+    tr = _trainer(_cfg(tmp_path, attr_grey=True, attr_jitter=0.0))
+    tr.feat_net.eval()
+    w = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    a = torch.rand(2, 3, 32, 32) * 0.5
+    luma = (a * w).sum(1, keepdim=True)
+    b = luma.expand(-1, 3, -1, -1).clone()  # grey image with the same luma as the coloured one
+    torch.manual_seed(5)
+    ga = tr._guidance(a * 2 - 1, 1)
+    torch.manual_seed(5)  # the same random flips
+    gb = tr._guidance(b * 2 - 1, 1)
+    assert float(ga) == pytest.approx(float(gb), abs=1e-5)

@@ -108,6 +108,7 @@ class CycleGANConfig:
     attr_class_m: int = 0  # its class of domain m (and of domain f): the guidance compares only these two
     attr_class_f: int = 1
     attr_jitter: float = 0.06  # guidance jitter: random shift (fraction of the side), scale 1 +- this, flips
+    attr_grey: bool = False  # guidance sees G(x) in greyscale: colour (lipstick, eye shadow) cannot fool it
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     # optimisation (the seed's)
     batch_size: int = 1
@@ -613,11 +614,15 @@ class CycleGANTrainer:
 
         The fakes (``(B, 3, s, s)`` in [-1, 1]) are flipped, shifted and scaled at random
         (differentiable bilinear resampling) before the classifier, so no fixed pixel pattern
-        fools it; the loss compares only the pair's two classes (``attr_class_m`` / ``_f``).
+        fools it, and with ``attr_grey`` seen in greyscale (the attribute net is 92 % accurate on
+        grey adult faces vs 93 % on colour), so colour alone cannot move it; the loss compares only
+        the pair's two classes (``attr_class_m`` / ``_f``).
         ``target``: 0 = domain m's class, 1 = domain f's.
         """
         cfg = self.cfg
         x = fake.float().add(1).mul(0.5)
+        if cfg.attr_grey:  # ITU-R 601 luma, replicated: the classifier reads only shape and shading
+            x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         b = x.shape[0]
         j = cfg.attr_jitter
         scale = 1.0 + (torch.rand(b, device=x.device) * 2 - 1) * j
