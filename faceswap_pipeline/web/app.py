@@ -331,11 +331,18 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000, config: WebConfig | None = None, log_level: str = "info") -> None:
-    """Run the page and API with uvicorn until interrupted (Ctrl-C).
+    """Run the page and API with uvicorn until interrupted (Ctrl-C, SIGINT or SIGTERM), then return.
 
     Listens on loopback by default. Another address makes the page reachable from other machines
-    with no authentication: a warning says so, and the ``Host`` check is then off.
+    with no authentication: a warning says so, and the ``Host`` check is then off. ``port`` 0
+    takes a free port. Once listening, one JSON line goes to stdout:
+    ``{"serving": "http://127.0.0.1:PORT/", "device": ...}``.
+
+    Raises:
+        OSError: the address cannot be bound (e.g. the port is in use).
     """
+    import socket
+
     import uvicorn
 
     config = config or WebConfig()
@@ -344,8 +351,22 @@ def serve(host: str = "127.0.0.1", port: int = 8000, config: WebConfig | None = 
     else:
         allowed = None
         log.warning("listening on %s: anyone who can reach this address can use the page (there is no authentication)", host)
+    family, kind, proto, _, address = socket.getaddrinfo(host.strip("[]"), port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)  # connections queue from now on, before uvicorn accepts them
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
     app = create_app(config=config, allowed_hosts=allowed)
-    shown = f"[{host}]" if ":" in host else host
-    print(json.dumps({"serving": f"http://{shown}:{port}/", "device": str(app.state.service.device)}), flush=True)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, limit_concurrency=config.max_pending + 32,
-                timeout_keep_alive=5, server_header=False)
+    bound = sock.getsockname()[1]
+    shown = f"[{host.strip('[]')}]" if ":" in host else host
+    print(json.dumps({"serving": f"http://{shown}:{bound}/", "device": str(app.state.service.device)}), flush=True)
+    server = uvicorn.Server(uvicorn.Config(app, log_level=log_level, limit_concurrency=config.max_pending + 32,
+                                           timeout_keep_alive=5, server_header=False))
+    try:
+        server.run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn shut down gracefully (lifespan done), then re-raises the Ctrl-C
+        pass
