@@ -325,7 +325,7 @@ class SwapService:
                     {"value": u, "label": UPSCALER_LABELS.get(u, u), "available": True, "reason": None}
                     for u in sorted(UPSCALERS, key=lambda u: u != default.upscaler)]},
                 "strength": {"default": 1.0, "min": 1.0, "max": 1.0, "adjustable": False,
-                             "note": "fixed at 1 (the generator's full output) in this version"},
+                             "note": "the generator's full output; not adjustable in this version"},
             },
             "limits": {"max_upload_bytes": self.config.max_upload_bytes, "max_pixels": self.config.max_pixels,
                        "max_pending": self.config.max_pending, "max_results": self.config.max_results},

@@ -231,6 +231,7 @@ function setup() {
     e.preventDefault();
     if (e.dataTransfer && e.dataTransfer.files.length) addFiles(Array.from(e.dataTransfer.files));
   });
+  $("#show-boxes").addEventListener("change", (e) => document.body.classList.toggle("hide-boxes", !e.target.checked));
   drop.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); input.click(); } });
   $("#clear").addEventListener("click", () => {
     state.items = state.items.filter((it) => {
