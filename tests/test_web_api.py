@@ -165,6 +165,12 @@ def test_one_pipeline_per_setting_is_shared_by_requests(client, service, astrona
     assert service.pipeline(opts) is service.pipeline(opts)
 
 
+def test_cascade_detector_and_srresnet_upscaler(client, astronaut_png):
+    rep = post(client, astronaut_png, detector="cascade", upscaler="srresnet").json()
+    assert rep["options"]["detector"] == "cascade" and rep["options"]["upscaler"] == "srresnet"
+    assert rep["n_faces"] == 1 and rep["faces"][0]["direction"] == "male2female"
+
+
 @pytest.mark.parametrize("case", ["not_an_image", "empty", "too_large", "too_many_pixels", "truncated"])
 def test_bad_uploads_get_4xx_with_a_clear_message(client, service, astronaut_png, case):
     rng = np.random.default_rng(0)
@@ -334,6 +340,19 @@ def test_option_and_name_helpers():
     assert output_suffix("a", "PPM") == ".png"
     with pytest.raises(ValueError):
         WebConfig(max_pixels=0)
+
+
+def test_cli_serve_reports_a_port_in_use(capsys):
+    import socket
+
+    from faceswap_pipeline.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        assert main(["serve", "--port", str(port), "--device", "cpu"]) == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
 
 
 def test_cli_serve_arguments():

@@ -290,11 +290,20 @@ class SwapService:
         self.completed = 0
         self.failed = 0
         self._closed = False
+        self._direction_status: dict[str, str | None] | None = None
         log.info("web service: device %s, temporary folder %s", self.device, self.root)
 
     # ------------------------------------------------------------------ options
     def direction_status(self) -> dict[str, str | None]:
-        """Every direction -> None if it can run, else why not (its generator is not trained)."""
+        """Every direction -> None if it can run, else why not (its generator is not trained).
+
+        Read from the weights manifests once; a model added while the server runs needs a restart.
+        """
+        if self._direction_status is None:
+            self._direction_status = self._read_direction_status()
+        return dict(self._direction_status)
+
+    def _read_direction_status(self) -> dict[str, str | None]:
         from faceswap_pipeline.api import AUTO_GENDER
         from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
         from faceswap_pipeline.weights import has_model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -38,7 +39,11 @@ class LocalServer:
         env = {**os.environ, **(self.env or {})}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL, env=env, text=True)
         try:
-            line = self.proc.stdout.readline() if self.proc.stdout else ""
+            assert self.proc.stdout is not None
+            ready, _, _ = select.select([self.proc.stdout], [], [], self.startup_timeout)
+            line = self.proc.stdout.readline() if ready else ""
+            if not ready:
+                raise RuntimeError(f"the server printed no address in {self.startup_timeout:.0f} s:\n{self.log_text()}")
             if not line:
                 raise RuntimeError(f"the server exited before listening (rc {self.proc.wait(10)}):\n{self.log_text()}")
             self.url = json.loads(line)["serving"]
