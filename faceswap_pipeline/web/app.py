@@ -157,6 +157,8 @@ class RequestGuard:
 
         async def limited_receive() -> dict:
             nonlocal received, exceeded
+            if exceeded:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 received += len(msg.get("body", b""))
