@@ -43,6 +43,9 @@ ARMS: dict[str, list[str]] = {
     "recipe_noattr": [*RECIPE],
     "recipe_attr3": [*RECIPE, "--lambda-attr", "3.0"],
     "recipe_grey": [*RECIPE, "--lambda-attr", "1.0", "--attr-grey", "1"],
+    # round 2: grid-free uk layers (phase-equal projection), robust guidance (grey, random blur, margin)
+    "recipe2": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--attr-grey", "1", "--attr-blur", "1.5", "--attr-margin", "0.8"],
+    "recipe2_noattr": [*RECIPE, "--uk-phase-equal", "1"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 

@@ -3,6 +3,7 @@ resolution curriculum, the generator warm start, bilinear-initialised transposed
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -246,3 +247,44 @@ def test_grey_guidance_ignores_colour(tmp_path: Path) -> None:
     torch.manual_seed(5)  # the same random flips
     gb = tr._guidance(b * 2 - 1, 1)
     assert float(ga) == pytest.approx(float(gb), abs=1e-5)
+
+
+def test_phase_equal_projection_removes_grid_and_keeps_mean_gain() -> None:
+    torch.manual_seed(0)
+    up = torch.nn.ConvTranspose2d(4, 3, 3, stride=2, padding=1, output_padding=1, bias=False)
+    before = cg.transposed_phase_gains(up).mean(0).clone()
+    cg.equalize_transposed_phases(up)
+    gains = cg.transposed_phase_gains(up)
+    assert torch.allclose(gains, gains[:1].expand_as(gains), atol=1e-6)
+    assert torch.allclose(gains.mean(0), before, atol=1e-6)
+    with torch.no_grad():
+        y = up(torch.ones(1, 4, 8, 8))[..., :-1, :-1]  # the last row/column sees the zero border
+    assert torch.allclose(y, y[..., :1, :1].expand_as(y), atol=1e-5)  # flat in, flat out
+
+
+def test_phase_equal_holds_through_training(tmp_path: Path) -> None:
+    tr = _trainer(_cfg(tmp_path, uk_phase_equal=True, n_steps=3, g_pretrain_steps=1))
+    tr.fit()
+    for m in tr.nets["G_m2f"].modules():
+        if isinstance(m, torch.nn.ConvTranspose2d):
+            g = cg.transposed_phase_gains(m)
+            assert torch.allclose(g, g[:1].expand_as(g), atol=1e-5)
+
+
+def test_guidance_margin_and_blur(tmp_path: Path) -> None:
+    tr = _trainer(_cfg(tmp_path, attr_margin=0.8, attr_blur=1.5, attr_jitter=0.0))
+
+    class Fixed(torch.nn.Module):
+        def __init__(self, logit_f: float) -> None:
+            super().__init__()
+            self.logit_f = logit_f
+
+        def forward(self, x):
+            z = torch.full((x.shape[0],), self.logit_f) + 0 * x.mean((1, 2, 3))
+            return {"gender": torch.stack([torch.zeros_like(z), z], 1)}
+
+    fake = torch.zeros(2, 3, 64, 64, requires_grad=True)
+    tr.feat_net = Fixed(3.0)  # p(female) = 0.95 >= 0.8: nothing to push
+    assert float(tr._guidance(fake, 1).detach()) == 0.0
+    tr.feat_net = Fixed(0.0)  # p = 0.5: CE(0.5) - CE(0.8)
+    assert float(tr._guidance(fake, 1).detach()) == pytest.approx(math.log(2) + math.log(0.8), abs=1e-6)

@@ -36,6 +36,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import shlex
@@ -109,6 +110,9 @@ class CycleGANConfig:
     attr_class_f: int = 1
     attr_jitter: float = 0.06  # guidance jitter: random shift (fraction of the side), scale 1 +- this, flips
     attr_grey: bool = False  # guidance sees G(x) in greyscale: colour (lipstick, eye shadow) cannot fool it
+    attr_blur: float = 0.0  # guidance sees G(x) blurred by a random Gaussian, sigma in [0, this] px of 128-px faces
+    attr_margin: float = 0.0  # guidance stops pushing a face once the classifier gives it this target probability
+    uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     # optimisation (the seed's)
     batch_size: int = 1
@@ -532,6 +536,8 @@ class CycleGANTrainer:
             _init_weights(net)
             if name.startswith("G_") and cfg.upsample_init == "bilinear":
                 bilinear_init_transposed(net)
+            if name.startswith("G_") and cfg.uk_phase_equal:
+                equalize_transposed_phases(net)
             net.to(self.device, memory_format=mf).train()
         if feat_net is None and cfg.lambda_identity > 0:
             raise ValueError("the perceptual identity loss needs a feature network (lambda_identity > 0)")
@@ -624,6 +630,13 @@ class CycleGANTrainer:
         if cfg.attr_grey:  # ITU-R 601 luma, replicated: the classifier reads only shape and shading
             x = (x * x.new_tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True).expand(-1, 3, -1, -1)
         b = x.shape[0]
+        if cfg.attr_blur > 0:  # one random sigma per batch, in pixels of a 128-px face
+            from kornia.filters import gaussian_blur2d
+
+            sigma = float(torch.rand((), device=x.device)) * cfg.attr_blur * x.shape[-1] / 128.0
+            if sigma > 0.05:
+                k = 2 * int(3 * sigma + 0.5) + 1
+                x = gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
         j = cfg.attr_jitter
         scale = 1.0 + (torch.rand(b, device=x.device) * 2 - 1) * j
         flip = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0)
@@ -634,7 +647,15 @@ class CycleGANTrainer:
         grid = F.affine_grid(theta, list(x.shape), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
         logits = self.feat_net(x)[cfg.attr_head].float()[:, [cfg.attr_class_m, cfg.attr_class_f]]
-        return F.cross_entropy(logits, torch.full((b,), target, device=x.device, dtype=torch.long))
+        ce = F.cross_entropy(logits, torch.full((b,), target, device=x.device, dtype=torch.long), reduction="none")
+        if cfg.attr_margin > 0:  # hinge: no gradient once p(target) >= margin (CE <= -log margin)
+            ce = (ce + math.log(cfg.attr_margin)).clamp_min(0.0)
+        return ce.mean()
+
+    def _project_generators(self) -> None:
+        if self.cfg.uk_phase_equal:
+            for n in ("G_m2f", "G_f2m"):
+                equalize_transposed_phases(self.nets[n])
 
     def pretrain_step_(self) -> torch.Tensor:
         """One generator warm-start step: both generators reproduce real faces of both domains (L1)."""
@@ -646,6 +667,7 @@ class CycleGANTrainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_G.step()
+        self._project_generators()
         self.pretrain_step += 1
         return loss.detach()
 
@@ -682,6 +704,7 @@ class CycleGANTrainer:
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
+        self._project_generators()
 
         loss_D_m, loss_D_f = self._d_step(real_m, real_f, fake_m, fake_f)
 
@@ -970,6 +993,36 @@ def bilinear_init_transposed(net: nn.Module) -> None:
             with torch.no_grad():
                 w = m.weight[:, :, 1:2, 1:2].clone()
                 m.weight.copy_(w * torch.outer(t, t).to(w))
+
+
+# taps of a 3x3, stride-2, padding-1 transposed kernel that feed each output phase (row parity, col parity)
+_PHASE_TAPS = {(0, 0): [(1, 1)], (0, 1): [(1, 0), (1, 2)], (1, 0): [(0, 1), (2, 1)], (1, 1): [(0, 0), (0, 2), (2, 0), (2, 2)]}
+
+
+@torch.no_grad()
+def transposed_phase_gains(conv: nn.ConvTranspose2d) -> torch.Tensor:
+    """DC gain of each output phase of a 3x3 / stride-2 transposed conv. Shape: (4, C_in, C_out)."""
+    w = conv.weight
+    return torch.stack([sum(w[:, :, a, b] for a, b in taps) for taps in _PHASE_TAPS.values()])
+
+
+@torch.no_grad()
+def equalize_transposed_phases(net: nn.Module) -> None:
+    """Project every 3x3 / stride-2 transposed conv of ``net`` so its four output phases have equal DC gain.
+
+    Each phase's taps are shifted by the same amount so that its gain becomes the mean of the four
+    (the layer's average gain is unchanged). A flat input then gives a flat output: the 2-px
+    checkerboard cannot appear, while every tap stays trainable (the seed's ``uk`` layers are kept;
+    this is the projection step of a constrained optimisation, applied after each optimiser step).
+    """
+    for m in net.modules():
+        if isinstance(m, nn.ConvTranspose2d) and m.kernel_size == (3, 3) and m.stride == (2, 2):
+            gains = transposed_phase_gains(m)
+            target = gains.mean(0)
+            for (taps, g) in zip(_PHASE_TAPS.values(), gains):
+                delta = (target - g) / len(taps)
+                for a, b in taps:
+                    m.weight[:, :, a, b] += delta
 
 
 def _init_weights(net: nn.Module, gain: float = 0.02) -> None:
