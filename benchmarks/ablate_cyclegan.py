@@ -29,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
+
 log = logging.getLogger("ablate_cyclegan")
 
 # The seed's recipe is the trainer's defaults (LSGAN + cycle 10 + perceptual identity 5, Adam
@@ -72,7 +74,7 @@ class Scorer:
         from faceswap_pipeline.weights import load_model
 
         pack = FacePack(val_pack)
-        self.rescale = tuple(pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
+        self.rescale = tuple(pack.meta.get("framing", {}).get("rescale", CHIP_RESCALE))
         self.judge = Judge(attr_model=load_model("attributes.v1", folder=weights_dir), rescale=self.rescale, weights_dir=weights_dir)
         src = _val_faces(val_pack, n, seed=0)
         ref = _val_faces(val_pack, 4 * n, seed=1)  # real target faces for the realism figures

@@ -12,6 +12,9 @@ GENDERS: tuple[str, ...] = ("male", "female")
 RACES: tuple[str, ...] = ("white", "black", "asian", "indian", "other")
 """UTKFace race codes 0..4."""
 
+AUTO_GENDER = "auto-gender"
+"""The direction that lets the attribute network choose male2female or female2male per face."""
+
 AGE_BANDS: tuple[tuple[int, int], ...] = ((0, 18), (18, 30), (30, 45), (45, 60), (60, 200))
 """Age bands ``[lo, hi)`` in years."""
 
@@ -29,4 +32,4 @@ def age_band(age: int | float) -> int:
     return len(AGE_BANDS) - 1
 
 
-__all__ = ["GENDERS", "RACES", "AGE_BANDS", "age_band", "age_band_names"]
+__all__ = ["GENDERS", "RACES", "AUTO_GENDER", "AGE_BANDS", "age_band", "age_band_names"]

@@ -137,6 +137,24 @@ def model_entry(name: str, folder: str | os.PathLike[str] | None = None) -> dict
     return locate(name, folder)[1]
 
 
+def model_framing(names: list[str], folder: str | os.PathLike[str] | None = None) -> tuple[tuple[float, ...], int]:
+    """The crop framing ``(rescale, size)`` the models ``names`` were trained with (their ``framing`` entry).
+
+    A model with no recorded framing counts as the original seed's
+    (:data:`~faceswap_pipeline.ops.geometry.SEED_RESCALE`, 128 px). Raises ``ValueError`` if the
+    models differ (one crop stage feeds them all).
+    """
+    from faceswap_pipeline.ops.geometry import SEED_RESCALE
+
+    framings = set()
+    for name in names:
+        fr = model_entry(name, folder).get("framing", {})
+        framings.add((tuple(float(f) for f in fr.get("rescale", SEED_RESCALE)), int(fr.get("size", 128))))
+    if len(framings) != 1:
+        raise ValueError(f"models {names} were trained with different framings: {framings}")
+    return framings.pop()
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """Hex sha256 of a file, read in 1 MiB blocks."""
     h = hashlib.sha256()

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import faceswap_pipeline as fp
-from faceswap_pipeline.stages.detect_cascade import apply_framing, cascade_window
+from faceswap_pipeline.ops.framing import apply_framing, cascade_window
 from faceswap_pipeline.stages.detect_hog import HogDetector
 from faceswap_pipeline.stages.verify import FaceVerifier
 from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord

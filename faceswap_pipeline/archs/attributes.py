@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceswap_pipeline.labels import RACES
 from faceswap_pipeline.registry import ARCHS
 
-RACES = ("white", "black", "asian", "indian", "other")
 """UTKFace race labels 0..4, in order."""
 
 # Channel statistics of UTKFace letterboxed crops (approximate; only centres the input).

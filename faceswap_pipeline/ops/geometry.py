@@ -15,7 +15,12 @@ import torch.nn.functional as F
 from faceswap_pipeline.types import Box, CropTransform
 
 SEED_RESCALE: tuple[float, float, float, float] = (1.1, 1.5, 1.1, 1.3)
-"""Seed 002's per-side enlargement of dlib's box: (left, top, right, bottom)."""
+"""The original seed project's per-side enlargement of dlib's box: (left, top, right, bottom)."""
+
+CHIP_RESCALE: tuple[float, float, float, float] = (1.1, 1.1, 1.1, 1.3)
+"""The framing of the training chips (face packs) and so of every shipped model trained on them:
+per-side enlargement of dlib's HOG box (left, top, right, bottom). The generators' manifest
+entries record it under ``framing.rescale``; read it from there when a model is at hand."""
 
 
 def rescale_box(box: Box, rescale: Sequence[float] = SEED_RESCALE) -> Box:

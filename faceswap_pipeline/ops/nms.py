@@ -212,14 +212,6 @@ def perturb(boxes: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x0 + s * bw, y0 + s * bh], dim=1)
 
 
-def square_boxes(boxes: torch.Tensor) -> torch.Tensor:
-    """Make ``(N, 4)`` xyxy boxes square (side = the longer side) about their centres."""
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
-    half = torch.stack([side, side], 1) / 2
-    return torch.cat([c - half, c + half], dim=1)
-
-
 __all__ = [
     "CAL_SCALES",
     "CAL_SHIFTS",
@@ -232,5 +224,4 @@ __all__ = [
     "calibration_patterns",
     "nms",
     "perturb",
-    "square_boxes",
 ]

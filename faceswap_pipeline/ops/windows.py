@@ -185,13 +185,6 @@ def _bilinear_gather(img: torch.Tensor, idx: torch.Tensor, xs: torch.Tensor, ys:
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def resize_level(images: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Anti-aliased bilinear resize of a ``(B, C, H, W)`` batch to ``shape`` (for scan levels)."""
-    if tuple(images.shape[-2:]) == tuple(shape):
-        return images
-    return F.interpolate(images, size=shape, mode="bilinear", align_corners=False, antialias=True)
-
-
 def level_from_octaves(octaves: list[torch.Tensor], shape: tuple[int, int], full_hw: tuple[int, int]) -> torch.Tensor:
     """Resize to ``shape`` the way :func:`crop_windows` samples: from the finest octave that is at
     most 2x larger, by plain bilinear interpolation (cheaper than an anti-aliased resize, and the
@@ -210,9 +203,4 @@ def level_from_octaves(octaves: list[torch.Tensor], shape: tuple[int, int], full
     return F.interpolate(src, size=shape, mode="bilinear", align_corners=False)
 
 
-def n_octaves_for(max_box: float, size: int) -> int:
-    """Number of octave levels needed so a ``max_box`` window is sampled at <= 2x ``size``."""
-    return max(1, int(math.floor(math.log2(max(max_box, size) / size))) + 1)
-
-
-__all__ = ["crop_windows", "level_from_octaves", "level_shape", "map_windows", "n_octaves_for", "octave_pyramid", "pyramid_scales", "resize_level"]
+__all__ = ["crop_windows", "level_from_octaves", "level_shape", "map_windows", "octave_pyramid", "pyramid_scales"]

@@ -14,12 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceswap_pipeline.labels import AUTO_GENDER, RACES
 from faceswap_pipeline.ops.voting import DEFAULT_SCALES, DEFAULT_SHIFT, jitter_params, jittered_windows, vote
 from faceswap_pipeline.stages.base import ModelStage
 from faceswap_pipeline.types import ImageRecord
-
-RACES = ("white", "black", "asian", "indian", "other")
-AUTO_GENDER = "auto-gender"
 
 
 def predict(

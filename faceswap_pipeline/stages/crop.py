@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
@@ -37,15 +38,25 @@ class CropLetterbox:
     """Stage: sets ``face.crop`` ``(3, size, size)`` float32 in [0, 1] and ``face.transform``.
 
     Args:
-        rescale: per-side enlargement of the detector box; the pipeline passes the framing the
-            generator was trained with (its manifest entry), defaulting to the seed's.
-        size: square side (128 for the seed's generator).
+        rescale: per-side enlargement of the detector box; default: the framing the shipped
+            generators were trained with (``framing.rescale`` of ``cyclegan.male2female`` in the
+            manifest of ``weights_dir``). The pipeline passes its generators' own framing.
+        size: square side; default: the generators' (``framing.size``, 128).
+        weights_dir: where the defaults are read (default: the shipped weights, or
+            ``$FACESWAP_WEIGHTS``).
     """
 
     name = "crop"
     batched = False
 
-    def __init__(self, rescale: Sequence[float] = SEED_RESCALE, size: int = 128) -> None:
+    def __init__(self, rescale: Sequence[float] | None = None, size: int | None = None,
+                 weights_dir: str | os.PathLike[str] | None = None) -> None:
+        if rescale is None or size is None:
+            from faceswap_pipeline.weights import model_framing
+
+            model_rescale, model_size = model_framing(["cyclegan.male2female"], weights_dir)
+            rescale = model_rescale if rescale is None else rescale
+            size = model_size if size is None else size
         self.rescale = tuple(float(f) for f in rescale)
         self.size = int(size)
 

@@ -24,7 +24,6 @@ detector ran. The transform is ``cx' = cx + ax w``, ``cy' = cy + ay h``, ``w' = 
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from faceswap_pipeline.ops.framing import IDENTITY_FRAMING, apply_framing, cascade_meta, cascade_window  # noqa: F401 - re-exported
 from faceswap_pipeline.ops.nms import batched_nms, calibrate
 from faceswap_pipeline.ops.windows import (
     crop_windows,
@@ -49,7 +49,6 @@ from faceswap_pipeline.types import Detection
 log = logging.getLogger(__name__)
 
 MEMBERS = ("12net", "12cal", "24net", "24cal", "48net", "48cal")
-IDENTITY_FRAMING = {"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0}
 SLIDING_WINDOWS = ((48, 16), (72, 24), (144, 48))
 """Seed 001's (window side, stride) pairs on a 512-px-wide image."""
 
@@ -206,38 +205,6 @@ def _calibrate(cal: nn.Module, pyramid: list[torch.Tensor], cand: Candidates, si
         crops = crop_windows(pyramid, cand.image, cand.boxes, size)
     probs = _chunked(cal, crops, "probs")
     return Candidates(cand.image, calibrate(cand.boxes, probs, floor), cand.scores)
-
-
-def apply_framing(boxes: torch.Tensor, framing: dict[str, float]) -> torch.Tensor:
-    """Map ``(N, 4)`` cascade windows to HOG framing with the fitted centre/size transform."""
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    wh = boxes[:, 2:] - boxes[:, :2]
-    cx = c[:, 0] + framing["ax"] * wh[:, 0]
-    cy = c[:, 1] + framing["ay"] * wh[:, 1]
-    w = framing["sw"] * wh[:, 0]
-    h = framing["sh"] * wh[:, 1]
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=1)
-
-
-def cascade_window(box: tuple[float, float, float, float], framing: dict[str, float]) -> tuple[float, float, float, float]:
-    """Inverse of :func:`apply_framing` for one box: a HOG-framed box -> the cascade's square window.
-
-    The result is made square (side = the longer of the un-scaled ``w`` and ``h``).
-    """
-    x0, y0, x1, y1 = (float(v) for v in box)
-    w = (x1 - x0) / framing["sw"]
-    h = (y1 - y0) / framing["sh"]
-    cx = (x0 + x1) / 2 - framing["ax"] * w
-    cy = (y0 + y1) / 2 - framing["ay"] * h
-    s = max(w, h)
-    return (cx - s / 2, cy - s / 2, cx + s / 2, cy + s / 2)
-
-
-def cascade_meta(weights_dir: str | None = None) -> dict[str, Any]:
-    """The cascade's stored settings (``thresholds``, ``framing``): manifest entry ``cascade.12net``, field ``cascade``."""
-    from faceswap_pipeline.weights import model_entry
-
-    return dict(model_entry("cascade.12net", weights_dir).get("cascade", {}))
 
 
 class CascadeDetector(DetectorStage):
@@ -509,11 +476,6 @@ def _to_detections(image: torch.Tensor, boxes: torch.Tensor, scores: torch.Tenso
     for lst in out:
         lst.sort(key=lambda d: -d.score)
     return out
-
-
-def face_side(det: Detection) -> float:
-    """Geometric mean of the box sides (pixels)."""
-    return math.sqrt(max(det.width, 1.0) * max(det.height, 1.0))
 
 
 __all__ = ["Candidates", "CascadeDetector", "MEMBERS", "apply_framing", "images_to_batch", "refine", "scan12"]

@@ -9,7 +9,7 @@ crop, on a few windows per photo (~1 ms per face on one CPU core), so it costs f
 raising HOG's threshold, which loses real faces.
 
 The window it scores is the cascade's own square, recovered from the HOG-framed box by
-:func:`~faceswap_pipeline.stages.detect_cascade.cascade_window` (the inverse of the fitted framing
+:func:`~faceswap_pipeline.ops.framing.cascade_window` (the inverse of the fitted framing
 transform stored with the cascade weights), so the net sees faces framed as in training.
 
 Every detection path goes through this one stage: :func:`~faceswap_pipeline.api.load_detector`
@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from faceswap_pipeline.ops.framing import IDENTITY_FRAMING, cascade_meta, cascade_window
 from faceswap_pipeline.ops.geometry import crop_letterbox
 from faceswap_pipeline.stages.base import DetectorStage, ModelStage, stage_settings
-from faceswap_pipeline.stages.detect_cascade import IDENTITY_FRAMING, cascade_meta, cascade_window
 from faceswap_pipeline.types import Box, Detection, FaceRecord, ImageRecord
 
 log = logging.getLogger(__name__)

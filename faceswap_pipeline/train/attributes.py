@@ -28,14 +28,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from faceswap_pipeline.labels import GENDERS, RACES
 from faceswap_pipeline.ops.augment import AugmentConfig, augment_faces
 
 log = logging.getLogger(__name__)
 
 ARCH = "attribute_cnn"
 AGE_SCALE = 10.0
-RACES = ("white", "black", "asian", "indian", "other")
-GENDERS = ("male", "female")
 
 
 @dataclass

@@ -515,7 +515,7 @@ def fit_framing(detector: Any, files: list[Path], bgs: list[torch.Tensor], cfg: 
     sw = float((hw[:, 0] * cw[:, 0]).sum() / (cw[:, 0] ** 2).sum())
     sh = float((hw[:, 1] * cw[:, 1]).sum() / (cw[:, 1] ** 2).sum())
     fr = {"ax": ax, "ay": ay, "sw": sw, "sh": sh}
-    from faceswap_pipeline.stages.detect_cascade import apply_framing
+    from faceswap_pipeline.ops.framing import apply_framing
 
     mapped = apply_framing(C.float(), fr)
     before = float(box_iou(C.float(), H.float()).diagonal().mean())

@@ -54,6 +54,7 @@ from torch import nn
 
 from faceswap_pipeline.archs.cyclegan import PatchDiscriminator, ResnetGenerator
 from faceswap_pipeline.machine import describe_machine
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
 
 log = logging.getLogger(__name__)
 
@@ -1367,7 +1368,7 @@ def _main_export(args: argparse.Namespace) -> int:
         from faceswap_pipeline.train.judge import JUDGE_NAME, Judge
         from faceswap_pipeline.weights import has_model
 
-        judge = Judge(rescale=tuple(framing.get("rescale", (1.1, 1.1, 1.1, 1.3)))) if has_model(JUDGE_NAME) else None
+        judge = Judge(rescale=tuple(framing.get("rescale", CHIP_RESCALE))) if has_model(JUDGE_NAME) else None
         metrics = evaluate_export(args.export, args.out_dir, load_attribute_net(cfg), val_m, val_f,
                                   identity_fn=_identity_fn(framing), n_identity=args.identity_n, sheet_path=args.sheet or None,
                                   judge=judge)
@@ -1382,7 +1383,7 @@ def _identity_fn(framing: dict[str, Any] | None = None) -> Callable[[torch.Tenso
     """Mean dlib face-descriptor distance between real and translated faces (``train/evaluate.py``)."""
     from faceswap_pipeline.train import evaluate
 
-    rescale = tuple((framing or {}).get("rescale", (1.1, 1.1, 1.1, 1.3)))
+    rescale = tuple((framing or {}).get("rescale", CHIP_RESCALE))
     return lambda a, b: float(np.mean(evaluate.identity_distance(a, b, rescale)))
 
 

@@ -26,10 +26,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from faceswap_pipeline.labels import GENDERS, RACES
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
+
 log = logging.getLogger(__name__)
 
-GENDERS = ("male", "female")
-RACES = ("white", "black", "asian", "indian", "other")
 SAME_PERSON = 0.6
 """dlib's threshold: descriptor distances below it are usually the same person."""
 
@@ -136,7 +137,7 @@ def framing_box(size: int, rescale: Sequence[float]) -> tuple[float, float, floa
 
 
 def face_boxes(
-    images: np.ndarray | torch.Tensor, rescale: Sequence[float] = (1.1, 1.1, 1.1, 1.3)
+    images: np.ndarray | torch.Tensor, rescale: Sequence[float] = CHIP_RESCALE
 ) -> tuple[list[tuple[float, float, float, float]], np.ndarray]:
     """dlib HOG (upsample 1) on each face crop: the largest box, or :func:`framing_box` when HOG finds none.
 
@@ -164,7 +165,7 @@ def face_boxes(
 def face_descriptors(
     images: np.ndarray | torch.Tensor,
     boxes: Sequence[Sequence[float]] | None = None,
-    rescale: Sequence[float] = (1.1, 1.1, 1.1, 1.3),
+    rescale: Sequence[float] = CHIP_RESCALE,
 ) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
     """dlib 128-D face descriptors of face crops.
 
@@ -191,7 +192,7 @@ def face_descriptors(
 def identity_distance(
     inputs_uint8: np.ndarray | torch.Tensor,
     outputs_uint8: np.ndarray | torch.Tensor,
-    rescale: Sequence[float] = (1.1, 1.1, 1.1, 1.3),
+    rescale: Sequence[float] = CHIP_RESCALE,
 ) -> np.ndarray:
     """Distance between dlib face descriptors of each input face and its swapped output.
 
@@ -291,7 +292,7 @@ def evaluate_generator(
     direction: str,
     sheet_path: str | os.PathLike[str] | None = None,
     sheet_n: int = 32,
-    rescale: Sequence[float] = (1.1, 1.1, 1.1, 1.3),
+    rescale: Sequence[float] = CHIP_RESCALE,
     seed: int = 0,
     batch_size: int = 16,
     voting: bool = True,
@@ -383,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
         from faceswap_pipeline.weights import has_model
 
         if has_model(JUDGE_NAME, args.weights_dir):
-            judge = Judge(rescale=pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)), weights_dir=args.weights_dir)
+            judge = Judge(rescale=pack.meta.get("framing", {}).get("rescale", CHIP_RESCALE), weights_dir=args.weights_dir)
             _, dst = split_direction(direction)
             tidx = select_domain(pack, dst, args.min_age, args.max_age, args.max_pad)
             if len(tidx) > 2 * len(idx):
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             log.warning("%s not found: reporting without the independent judge", JUDGE_NAME)
     res = evaluate_generator(gen, attr, pack.images(idx), direction, args.sheet,
-                             rescale=pack.meta.get("framing", {}).get("rescale", (1.1, 1.1, 1.1, 1.3)),
+                             rescale=pack.meta.get("framing", {}).get("rescale", CHIP_RESCALE),
                              seed=args.seed, batch_size=args.batch_size, voting=not args.no_voting, judge=judge, real_target_u8=real)
     res.update({"generator": args.generator, "pack": str(args.pack), "command": "faceswap-pipeline evaluate " + " ".join(sys.argv[1:] if argv is None else argv)})
     if args.json:

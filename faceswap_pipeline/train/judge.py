@@ -40,11 +40,12 @@ import numpy as np
 import torch
 
 from faceswap_pipeline.labels import AGE_BANDS, GENDERS, RACES, age_band, age_band_names
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
 
 log = logging.getLogger(__name__)
 
 JUDGE_NAME = "judge.dlib_probes"
-DEFAULT_RESCALE = (1.1, 1.1, 1.1, 1.3)
+DEFAULT_RESCALE = CHIP_RESCALE
 
 
 # ------------------------------------------------------------------------------ descriptors

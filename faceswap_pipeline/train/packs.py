@@ -33,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
+from faceswap_pipeline.labels import GENDERS, RACES
+
 LABEL_KEYS = ("age", "gender", "race", "fallback", "pad", "box", "name")
-GENDERS = ("male", "female")
-RACES = ("white", "black", "asian", "indian", "other")
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:

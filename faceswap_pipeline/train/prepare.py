@@ -35,13 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from faceswap_pipeline.train.packs import GENDERS, RACES, encode_jpeg, write_pack
+from faceswap_pipeline.labels import GENDERS, RACES
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
+from faceswap_pipeline.train.packs import encode_jpeg, write_pack
 from faceswap_pipeline.train.splits import is_validation, parse_utk_name
 
 log = logging.getLogger(__name__)
-
-CHIP_RESCALE: tuple[float, float, float, float] = (1.1, 1.1, 1.1, 1.3)
-"""Per-side framing (left, top, right, bottom) for generators trained on UTKFace chips."""
 
 FALLBACK_BOX: tuple[float, float, float, float] = (0.06, 0.06, 0.905, 0.84)
 """Box used when HOG finds no face, as fractions of (W, H, W, H) of the chip: the median HOG box
