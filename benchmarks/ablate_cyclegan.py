@@ -210,9 +210,12 @@ def report(args: argparse.Namespace) -> int:
         curves[c.parent.name] = [json.loads(line) for line in c.read_text().splitlines() if line.strip()]
     arms = {c.parent.name: json.loads((c.parent / "arm.json").read_text()) for c in root.glob("*/curve.jsonl")}
     if args.json:
-        from faceswap_pipeline.machine import describe_machine, native_bf16
+        import os
 
-        doc = {"machine": describe_machine("cpu"), "native_bf16": native_bf16(), "threads": 1, "arms": arms, "curves": curves}
+        from faceswap_pipeline.machine import cpu_name, native_bf16
+
+        doc = {"machine": f"{cpu_name()}, {os.cpu_count()} cores, no GPU", "native_bf16": native_bf16(), "threads_per_arm": 1,
+               "arms": arms, "curves": curves}
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(doc, indent=1) + "\n")
     if args.plot:
