@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         res["speed"] = speed(models, data["generators"][0].eval(), a.speed_runs, tuple(int(b) for b in a.speed_batches.split(",")))
         g1 = res["speed"].get("generator_b1_fp32", {}).get("ms_per_face")
         for label in models:
-            key = f"{label}_b1_{'bf16' if bf16 else 'fp32'}"
+            key = f"{label}_b1_{'bf16_cl' if bf16 else 'fp32'}"  # as the stage runs it (channels_last by default)
             if g1 and key in res["speed"]:
                 res["speed"][f"{label}_vs_generator_b1"] = round(res["speed"][key]["ms_per_face"] / g1, 3)
     if "folder" not in skip:

@@ -560,3 +560,70 @@ def test_bf16_auto_follows_cpu_flags(monkeypatch: pytest.MonkeyPatch) -> None:
     SRUpscaler(_tiny(4), model_x2=_tiny(2), bf16=False, channels_last=True)(recs)
     assert [f.output.shape[-1] for f in recs[0].faces] == [256, 512]
     assert recs[0].faces[0].output.is_contiguous()
+
+
+# ------------------------------------------------------------- shipped x2 / x4 weights, end to end
+
+
+def _shipped_models() -> list[str]:
+    from faceswap_pipeline.weights import read_manifest
+
+    return sorted(n for n in read_manifest(REPO / "weights") if n in ("srresnet.x2", "srresnet.x4"))
+
+
+KNOWN_GRID = {"srresnet.x4": "the degradation-aware x4 kept v1's trained sub-pixel convs: 4-px grid ratio ~2 on a ramp "
+                             "(docs/benchmarks/sr.md); an ICNR-projected continuation is the fix"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_GRID[n], strict=False))
+                                  if n in KNOWN_GRID else n for n in _shipped_models()])
+def test_shipped_net_has_no_grid_on_flat_and_gradient(name: str) -> None:
+    """The trained nets add no 2-/4-px periodic energy on a flat or gradient input (bicubic scores ~1 there)."""
+    from faceswap_pipeline.weights import load_model
+
+    m = load_model(name, folder=REPO / "weights").eval()
+    scale = int(m.scale)
+    for x in _flat_and_gradient(32):
+        with torch.inference_mode():
+            y = m(x).clamp(0, 1)
+        r = _ratios(y, scale)
+        assert max(r.values()) < 1.5, (name, r)
+        assert float((y - F.interpolate(x, scale_factor=scale, mode="bicubic", antialias=True)).abs().max()) < 4 / 255
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_shipped_models() != ["srresnet.x2", "srresnet.x4"], reason="srresnet.x2 and .x4 not both shipped")
+def test_shipped_x2_x4_stage_end_to_end(astronaut: np.ndarray) -> None:
+    """Both scales load, are chosen per face, beat bicubic on a real face and add no grid to a generator output."""
+    from faceswap_pipeline.ops.geometry import resize
+    from faceswap_pipeline.ops.spectral import grid_ratio
+    from faceswap_pipeline.stages.translate import translate
+    from faceswap_pipeline.weights import load_model
+
+    stage = SRUpscaler.from_pretrained(weights_dir=REPO / "weights")
+    assert set(stage.modules) == {"x2", "x4"} and stage.scale_for(180) == 2 and stage.scale_for(300) == 4
+    hr = torch.from_numpy(astronaut[40:296, 100:356].copy()).permute(2, 0, 1)[None].float() / 255  # 256 px face
+    face = resize(hr, (128, 128), "bicubic")
+    recs = [ImageRecord(astronaut, faces=[_face(200), _face(600)])]
+    for f in recs[0].faces:
+        f.output = face[0].clone()
+    stage(recs)
+    x2, x4 = (f.output for f in recs[0].faces)
+    assert recs[0].faces[0].actions == ["upscale:x2"] and recs[0].faces[1].actions == ["upscale:x4"]
+    assert x2.shape == (3, 256, 256) and x4.shape == (3, 512, 512)
+    q = lambda t: torch.round(t.clamp(0, 1) * 255) / 255  # noqa: E731
+    bic = q(resize(face, (256, 256), "bicubic"))
+    assert float(psnr_y(q(x2[None]), hr, 2)[0]) > float(psnr_y(bic, hr, 2)[0]) + 0.5
+    lr4 = resize(hr, (64, 64), "bicubic")
+    with torch.inference_mode():
+        sr4 = q(stage.modules["x4"](lr4))
+    assert float(psnr_y(sr4, hr, 4)[0]) > float(psnr_y(q(resize(lr4, (256, 256), "bicubic")), hr, 4)[0]) + 0.5
+    # The real input: the shipped generator's output. SR adds no grid beyond bicubic's at 2k px.
+    with torch.inference_mode():
+        g = torch.round(translate(load_model("cyclegan.male2female", folder=REPO / "weights").eval(), face) * 255) / 255
+        for name, k in (("x2", 2), ("x4", 4)):
+            y = q(stage.modules[name](g).float())
+            b = q(resize(g, (128 * k, 128 * k), "bicubic"))
+            # (this face's generator output carries little grid: bicubic scores ~1, the grid-free level)
+            assert grid_ratio(y.numpy(), 2 * k)[0] <= max(1.1 * grid_ratio(b.numpy(), 2 * k)[0], 1.2), name
