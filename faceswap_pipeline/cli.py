@@ -156,6 +156,18 @@ def _detector_kwargs(a: argparse.Namespace) -> dict:
     return kw
 
 
+def _blend_args(p: argparse.ArgumentParser) -> None:
+    from faceswap_pipeline.api import BLEND_MODES, LANDMARKERS, MASK_SHAPES
+
+    p.add_argument("--blend", choices=BLEND_MODES, default="feather",
+                   help="paste-back: alpha feather, laplacian (multi-band) or poisson (seamless cloning) (default: %(default)s)")
+    p.add_argument("--mask", choices=MASK_SHAPES, default="landmarks",
+                   help="blend mask: face-shaped from 68 landmarks, ellipse, or rect (the seed's square feather) (default: %(default)s)")
+    p.add_argument("--landmarks", choices=LANDMARKERS, default="cnn",
+                   help="landmarks for --mask landmarks: the shipped CNN (batched) or dlib's predictor "
+                        "(needs face-recognition-models) (default: %(default)s)")
+
+
 def _verify_threshold(a: argparse.Namespace) -> float | str:
     """``--verify-threshold`` for the API: ``"auto"`` unless given (0 turns verification off)."""
     return "auto" if a.verify_threshold is None else a.verify_threshold
@@ -181,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the 128 px face is enlarged for paste-back: SRResNet x4 for faces pasted above 128 px, or bicubic (default: %(default)s)")
     p.add_argument("--feather", type=_float_in(0.0, 0.5), default=0.12,
                    help="blend fall-off, fraction of face size, 0-0.5 (default: %(default)s)")
+    _blend_args(p)
     _common(p)
 
     p = sub.add_parser("detect", help="detect faces in a folder of photos; boxes as JSON")
@@ -203,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=Path("demo_output"), help="(default: %(default)s)")
     p.add_argument("--direction", default="female2male", choices=(*DIRECTIONS, AUTO_GENDER), help="(default: %(default)s; the photo shows a woman)")
     p.add_argument("--upscaler", choices=UPSCALERS, default="srresnet", help="face upscaler for the paste-back (default: %(default)s)")
+    _blend_args(p)
     _device_args(p)
     _logging_args(p)
 
@@ -265,6 +279,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
+        blend=a.blend, mask=a.mask, landmarks=a.landmarks,
     )
     log.debug("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))
@@ -326,7 +341,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
     from faceswap_pipeline.io import write_image
 
     _set_threads(a.threads)
-    pipe = load_pipeline(a.direction, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir)
+    pipe = load_pipeline(a.direction, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
+                         blend=a.blend, mask=a.mask, landmarks=a.landmarks)
     photo = data.astronaut()
     out, faces = pipe(photo)
     a.output_dir.mkdir(parents=True, exist_ok=True)

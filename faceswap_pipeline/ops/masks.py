@@ -36,11 +36,11 @@ def window_envelope(box: tuple[int, int, int, int], image_hw: tuple[int, int], f
     x0, y0, x1, y1 = box
     H, W = image_hw
     h, w = y1 - y0, x1 - x0
-    xs = np.arange(w, dtype=np.float64) + 0.5
-    ys = np.arange(h, dtype=np.float64) + 0.5
+    xs = np.arange(w, dtype=np.float64)  # distance of each pixel centre to the outermost pixel's centre
+    ys = np.arange(h, dtype=np.float64)
     inf = np.full(1, np.inf)
-    dx = np.minimum(xs if x0 > 0 else inf, (w - xs) if x1 < W else inf)
-    dy = np.minimum(ys if y0 > 0 else inf, (h - ys) if y1 < H else inf)
+    dx = np.minimum(xs if x0 > 0 else inf, (w - 1 - xs) if x1 < W else inf)
+    dy = np.minimum(ys if y0 > 0 else inf, (h - 1 - ys) if y1 < H else inf)
     d = np.minimum(dx[None, :], dy[:, None])
     env = (d > 0).astype(np.float64) if feather <= 0 else _smoothstep(d / feather)
     gx = (np.arange(w) + x0 >= 0) & (np.arange(w) + x0 < W)

@@ -71,7 +71,8 @@ def laplacian_blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray, levels:
 
 def poisson_blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray, threshold: float = 0.5) -> np.ndarray:
     """Gradient-domain blend: OpenCV's ``seamlessClone`` (NORMAL_CLONE) inside ``alpha > threshold``,
-    then mixed with ``alpha`` so the cloned region's edge is soft too.
+    then mixed with ``alpha`` so the cloned region's edge is soft too. The solver's own error
+    (the clone of the photo into itself) is subtracted, so blending a photo into itself is exact.
 
     The window is reflect-padded first, so faces cut by the photo's border clone fine (OpenCV
     needs a margin around the mask).
@@ -97,7 +98,10 @@ def poisson_blend(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray, threshold
     x, y, bw, bh = cv2.boundingRect(mp)
     centre = (x + bw // 2, y + bh // 2)  # seamlessClone places the mask's bounding box centred here
     cloned = cv2.seamlessClone(sp, dp, mp, centre, cv2.NORMAL_CLONE)[pad:-pad, pad:-pad].astype(np.float32)
-    return dst + alpha[..., None] * (cloned - dst)
+    # the same solve with the photo as its own source: OpenCV's solver is not exact (8-bit,
+    # rounding), so its bias is measured and removed; identical images then blend to the input
+    base = cv2.seamlessClone(dp, dp, mp, centre, cv2.NORMAL_CLONE)[pad:-pad, pad:-pad].astype(np.float32)
+    return dst + alpha[..., None] * (cloned - base)
 
 
 def blend_window(dst: np.ndarray, src: np.ndarray, alpha: np.ndarray, mode: str = "feather") -> np.ndarray:

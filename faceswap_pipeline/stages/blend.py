@@ -6,6 +6,8 @@ import numpy as np
 import torch
 
 from faceswap_pipeline.ops.blend import paste
+from faceswap_pipeline.ops.masks import MASK_SHAPES, paste_mask
+from faceswap_pipeline.ops.seamless import BLEND_MODES, paste_window, window_face
 from faceswap_pipeline.types import ImageRecord
 
 LUMA = (0.299, 0.587, 0.114)
@@ -47,18 +49,28 @@ class FeatherBlend:
     as grey (its luma), so a black-and-white photo stays black and white (action ``"grey"``).
 
     Args:
-        feather: fall-off width as a fraction of the face window's shorter side (relative to face size).
-        shape: ``"ellipse"`` (default) or ``"rect"``, see :func:`~faceswap_pipeline.ops.blend.feather_mask`.
+        feather: fall-off width as a fraction of the face size (landmark masks: the face
+            outline's extent; ellipse / rect: the face window's shorter side).
+        shape: ``"auto"`` (default: ``"landmarks"`` for faces that have landmarks, else
+            ``"ellipse"``), ``"landmarks"`` (face-shaped, :func:`~faceswap_pipeline.ops.masks.landmark_mask`),
+            ``"ellipse"`` or ``"rect"`` (the seed's square feather), see :func:`~faceswap_pipeline.ops.masks.paste_mask`.
+        mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or ``"poisson"`` (OpenCV's
+            seamless cloning), see :mod:`faceswap_pipeline.ops.seamless`.
     """
 
     name = "blend"
     batched = False
 
-    def __init__(self, feather: float = 0.12, shape: str = "ellipse") -> None:
+    def __init__(self, feather: float = 0.12, shape: str = "auto", mode: str = "feather") -> None:
         if not 0.0 <= feather <= 0.5:
             raise ValueError(f"feather must be in [0, 0.5], got {feather}")
+        if shape not in ("auto", *MASK_SHAPES):
+            raise ValueError(f"shape must be one of auto, {', '.join(MASK_SHAPES)}, not {shape!r}")
+        if mode not in BLEND_MODES:
+            raise ValueError(f"mode must be one of {', '.join(BLEND_MODES)}, not {mode!r}")
         self.feather = float(feather)
         self.shape = shape
+        self.mode = mode
 
     def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         for rec in batch:
@@ -70,10 +82,16 @@ class FeatherBlend:
                 if grey:
                     square = to_grey(square)
                     face.actions.append("grey")
-                paste(out, square, face.transform, self.feather, self.shape)
-                face.actions.append("blend")
+                points = face.detection.landmarks
+                shape = ("landmarks" if points is not None else "ellipse") if self.shape == "auto" else self.shape
+                if self.mode == "feather" and shape != "landmarks":
+                    paste(out, square, face.transform, self.feather, shape)  # the seed's paste-back, unchanged
+                else:
+                    alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)
+                    paste_window(out, window_face(square, face.transform), face.transform.box, alpha, self.mode)
+                face.actions.append("blend" if self.mode == "feather" and shape != "landmarks" else f"blend:{self.mode}:{shape}")
             rec.result = out
         return batch
 
     def __repr__(self) -> str:
-        return f"FeatherBlend(feather={self.feather}, shape={self.shape!r})"
+        return f"FeatherBlend(feather={self.feather}, shape={self.shape!r}, mode={self.mode!r})"
