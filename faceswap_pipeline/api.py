@@ -13,6 +13,9 @@ from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
 
 DETECTORS = ("hog", "cascade")
 UPSCALERS = ("resize", "srresnet")
+BLEND_MODES = ("feather", "laplacian", "poisson")
+MASK_SHAPES = ("landmarks", "ellipse", "rect")
+LANDMARKERS = ("cnn", "dlib")
 
 
 DEVICE_HELP = "auto (CUDA if torch sees a GPU, else CPU), cpu, cuda or cuda:N"
@@ -161,6 +164,9 @@ def load_pipeline(
     feather: float = 0.12,
     detector_kwargs: dict[str, Any] | None = None,
     verify_threshold: float | str | None = "auto",
+    blend: str = "feather",
+    mask: str = "landmarks",
+    landmarks: str = "cnn",
 ) -> Pipeline:
     """The full face-swap pipeline from shipped weights.
 
@@ -182,6 +188,12 @@ def load_pipeline(
             threshold recorded with the cascade weights
             (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every
             detection.
+        blend: paste-back mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or
+            ``"poisson"`` (OpenCV's seamless cloning); see :mod:`faceswap_pipeline.ops.seamless`.
+        mask: ``"landmarks"`` (default: face-shaped, from 68 landmarks), ``"ellipse"`` (the
+            earlier default) or ``"rect"`` (the seed's square feather).
+        landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
+            landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``
@@ -203,6 +215,12 @@ def load_pipeline(
         raise ValueError(f"unknown direction {direction!r}; choose one of {', '.join((*DIRECTIONS, AUTO_GENDER))}")
     if upscaler not in UPSCALERS:
         raise ValueError(f"unknown upscaler {upscaler!r}; choose one of {', '.join(UPSCALERS)}")
+    if blend not in BLEND_MODES:
+        raise ValueError(f"unknown blend mode {blend!r}; choose one of {', '.join(BLEND_MODES)}")
+    if mask not in MASK_SHAPES:
+        raise ValueError(f"unknown mask {mask!r}; choose one of {', '.join(MASK_SHAPES)}")
+    if landmarks not in LANDMARKERS:
+        raise ValueError(f"unknown landmarker {landmarks!r}; choose one of {', '.join(LANDMARKERS)}")
     rescale, size = model_framing(directions, weights_dir)
     if not 0.0 <= feather <= 0.5:
         raise ValueError(f"feather must be in [0, 0.5], got {feather}")
@@ -210,6 +228,10 @@ def load_pipeline(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     stages: list[Any] = [load_detector(detector, dev, weights_dir, verify_threshold, **(detector_kwargs or {}))]
     stages.append(CropLetterbox(rescale, size))
+    if mask == "landmarks":
+        from faceswap_pipeline.stages.landmarks import LandmarkDetector
+
+        stages.append(LandmarkDetector.from_pretrained(landmarks, dev, weights_dir, batch_size=batch_size))
     if direction == AUTO_GENDER:
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser
 
@@ -222,5 +244,5 @@ def load_pipeline(
         from faceswap_pipeline.stages.upscale import SRUpscaler
 
         stages.append(SRUpscaler.from_pretrained(device=dev, weights_dir=weights_dir, batch_size=batch_size))
-    stages.append(FeatherBlend(feather=feather))
+    stages.append(FeatherBlend(feather=feather, shape=mask, mode=blend))
     return Pipeline(stages)
