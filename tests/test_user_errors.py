@@ -81,7 +81,7 @@ def test_bad_arguments_are_refused_when_parsed(argv, message, capsys):
 def test_argument_combinations_fail_before_any_image(photos, tmp_path, capsys):
     out = tmp_path / "big"
     assert main(["upscale", str(photos), str(out), "--scale", "3", "--device", "cpu"]) == 2
-    assert "no SRResNet model for x3 (trained: x4)" in _err(capsys)
+    assert "no SRResNet model for x3 (trained: x2, x4)" in _err(capsys)
     assert not out.exists()
     assert main(["detect", str(photos), str(tmp_path / "b.json"), "--detector", "cascade", "--min-face", "8"]) == 2
     assert "--min-face for the cascade must be >= 12" in _err(capsys)
