@@ -7,6 +7,9 @@
   ``face_recognition_models`` package) of each input and its output; dlib's rule of thumb is
   that < 0.6 means "same person".
 * :func:`contact_sheet` - a PNG of faces before (odd rows) and after (even rows).
+* :func:`translate_faces`, :func:`pair_probs`, :func:`generator_target_rate` - the trainers' fast
+  single-pass versions (uint8 faces straight from a pack, bf16 optional), used for validation
+  during training and for the export metrics.
 
 ``main(argv)``: run a generator over source-domain faces of a validation pack and report all three.
 """
@@ -223,6 +226,7 @@ def contact_sheet(
     path: str | os.PathLike[str] | None,
     cols: int = 8,
     gap: int = 2,
+    palette: bool = False,
 ) -> np.ndarray:
     """Grid of faces before/after: each block of two rows is ``cols`` inputs over their outputs.
 
@@ -231,6 +235,8 @@ def contact_sheet(
         path: PNG to write (parent folders are created); None: only return the array.
         cols: faces per row.
         gap: white pixels between tiles.
+        palette: write the PNG with a 256-colour palette (median cut, Floyd-Steinberg), to keep
+            sheets that are committed small; the returned array is the full-colour sheet.
 
     Returns:
         The sheet, ``(rows * 2 * (H + gap) + gap, cols * (W + gap) + gap, 3)`` uint8.
@@ -248,11 +254,68 @@ def contact_sheet(
         sheet[y : y + h, x : x + w] = a[i]
         sheet[y + h + gap : y + 2 * h + gap, x : x + w] = b[i]
     if path is not None:
-        import imageio.v3 as iio
-
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        iio.imwrite(str(path), sheet, extension=".png")
+        if palette:
+            from PIL import Image
+
+            img = Image.fromarray(sheet).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.FLOYDSTEINBERG)
+            img.save(path, format="PNG", optimize=True)
+        else:
+            import imageio.v3 as iio
+
+            iio.imwrite(str(path), sheet, extension=".png")
     return sheet
+
+
+def grid_png(rows: Sequence[Sequence[torch.Tensor]], path: Path) -> None:
+    """Write rows of (N, 3, H, W) [-1, 1] tensors as one PNG (rows x (N*len(row)) tiles)."""
+    import imageio.v3 as iio
+
+    lines = []
+    for row in rows:
+        tiles = [t.detach().float().cpu() for t in row]
+        n = len(tiles[0])
+        lines.append(torch.cat([torch.cat([t[i] for t in tiles], 2) for i in range(n)], 2))
+    img = torch.cat(lines, 1).add(1).mul(127.5).clamp(0, 255).round().byte().permute(1, 2, 0).numpy()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    iio.imwrite(path, img)
+
+
+@torch.no_grad()
+def translate_faces(gen: torch.nn.Module, images_u8: torch.Tensor, batch: int = 64, amp: bool = False) -> torch.Tensor:
+    """Run a generator on uint8 faces, as the CycleGAN trainer feeds them (``x / 127.5 - 1``).
+
+    Shape: (N, 3, H, W) uint8 -> (N, 3, H, W) float32 in [0, 1] (on the generator's device).
+    """
+    dev = next(gen.parameters()).device
+    outs = []
+    for i in range(0, len(images_u8), batch):
+        x = images_u8[i : i + batch].to(dev).float().div(127.5).sub(1.0)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp):
+            y = gen(x)
+        outs.append(y.float().add(1.0).mul(0.5).clamp(0, 1))
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def pair_probs(attr: torch.nn.Module, images01: torch.Tensor, head: str = "gender", classes: tuple[int, int] = (0, 1),
+               batch: int = 256) -> torch.Tensor:
+    """P(``classes[1]``) against ``classes[0]`` by one head of the attribute network (P(female) by default), one pass.
+
+    Shape: (N, 3, H, W) float in [0, 1] -> (N,) float32.
+    """
+    dev = next(attr.parameters()).device
+    cls = list(classes)
+    out = [attr(images01[i : i + batch].to(dev).float())[head].float()[:, cls].softmax(1)[:, 1] for i in range(0, len(images01), batch)]
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def generator_target_rate(gen: torch.nn.Module, attr: torch.nn.Module, images_u8: torch.Tensor, to_f: bool, amp: bool = False,
+                          head: str = "gender", classes: tuple[int, int] = (0, 1)) -> float:
+    """Fraction of translated uint8 faces one attribute head puts in the target domain (``to_f``: ``classes[1]``)."""
+    p = pair_probs(attr, translate_faces(gen, images_u8, amp=amp), head, classes)
+    hit = p > 0.5 if to_f else p <= 0.5
+    return float(hit.float().mean())
 
 
 def apply_generator(generator: torch.nn.Module, faces: torch.Tensor, batch_size: int = 16) -> torch.Tensor:

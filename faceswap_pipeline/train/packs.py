@@ -26,6 +26,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -104,11 +105,16 @@ def _decode_range(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
 
 
 class FacePack:
-    """Read a pack written by :func:`write_pack` (loads it fully into memory; no pickle).
+    """Read a face pack (loads it fully into memory; no pickle).
+
+    Two layouts are read: the project's packs (:func:`write_pack`: concatenated JPEGs ``jpeg`` +
+    ``offsets``, label arrays, UTF-8 JSON ``meta``) and plain packs with a uint8 ``images`` array
+    ``(N, H, W, 3)`` (or ``(N, 3, H, W)``); labels and ``meta`` are optional in both.
 
     Attributes:
-        meta: the pack's JSON description (framing, size, quality, ...).
-        labels: dict of per-face arrays (keys :data:`LABEL_KEYS`).
+        meta: the pack's JSON description (framing, size, quality, ...; ``{}`` when it has none).
+        labels: dict of per-face arrays (:data:`LABEL_KEYS` for the project's packs; every array
+            of length N in the file).
         size: side of the square crops.
 
     Example:
@@ -119,15 +125,31 @@ class FacePack:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._images: np.ndarray | None = None
         with np.load(self.path, allow_pickle=False) as z:
-            self._blob = z["jpeg"]
-            self._offsets = z["offsets"]
-            self.labels: dict[str, np.ndarray] = {k: z[k] for k in LABEL_KEYS}
-            self.meta: dict[str, Any] = json.loads(z["meta"].tobytes().decode("utf-8"))
-        self.size = int(self.meta.get("size", 128))
+            keys = list(z.files)
+            if "jpeg" in keys and "offsets" in keys:
+                self._blob = z["jpeg"]
+                self._offsets = z["offsets"]
+                n = len(self._offsets) - 1
+            else:
+                images = z["images"]
+                if images.shape[-1] != 3 and images.shape[1] == 3:
+                    images = images.transpose(0, 2, 3, 1)
+                self._images = images
+                n = len(images)
+            self.labels: dict[str, np.ndarray] = {k: z[k] for k in keys if k not in ("jpeg", "offsets", "images", "meta") and z[k].ndim >= 1 and len(z[k]) == n}
+            self.meta: dict[str, Any] = json.loads(z["meta"].tobytes().decode("utf-8")) if "meta" in keys else {}
+        self._n = n
+        side = self._images.shape[1] if self._images is not None and n else 128
+        self.size = int(self.meta.get("size", side))
 
     def __len__(self) -> int:
-        return len(self._offsets) - 1
+        return self._n
+
+    def numeric_labels(self) -> dict[str, np.ndarray]:
+        """The 1-D numeric (int, float, bool) label arrays, the ones a selection string can test."""
+        return {k: v for k, v in self.labels.items() if v.ndim == 1 and v.dtype.kind in "iufb"}
 
     def __repr__(self) -> str:
         return f"FacePack({str(self.path)!r}, n={len(self)}, size={self.size})"
@@ -142,6 +164,8 @@ class FacePack:
         Returns:
             ``(N, S, S, 3)`` uint8 RGB (``(S, S, 3)`` when ``idx`` is a single int).
         """
+        if self._images is not None:
+            return self._images[idx] if isinstance(idx, (int, np.integer)) else self._images[np.asarray(idx, dtype=np.int64)]
         if isinstance(idx, (int, np.integer)):
             return decode_jpeg(self.jpeg(int(idx)))
         idx = np.asarray(idx, dtype=np.int64)
@@ -220,4 +244,55 @@ class FacePack:
         return np.concatenate(parts) if parts else np.zeros((0, self.size, self.size, 3), np.uint8)
 
 
-__all__ = ["FacePack", "write_pack", "encode_jpeg", "decode_jpeg", "LABEL_KEYS", "GENDERS", "RACES"]
+_SEL = re.compile(r"^\s*(\w+)\s*(>=|<=|==|=|<|>)\s*(-?\d+(?:\.\d+)?)\s*$")
+
+
+def selection_mask(labels: dict[str, np.ndarray], select: str) -> np.ndarray:
+    """Boolean mask of the rows a selection string keeps (``"gender=0,age>=18"``; empty = all)."""
+    n = len(next(iter(labels.values()))) if labels else 0
+    mask = np.ones(n, dtype=bool)
+    for term in filter(None, (t.strip() for t in select.split(","))):
+        m = _SEL.match(term)
+        if not m or m.group(1) not in labels:
+            raise ValueError(f"bad selection term {term!r} (labels: {sorted(labels)})")
+        key, op, val = m.group(1), m.group(2), float(m.group(3))
+        col = labels[key].astype(np.float64)
+        mask &= {"=": col == val, "==": col == val, ">=": col >= val, "<=": col <= val, "<": col < val, ">": col > val}[op]
+    return mask
+
+
+def read_pack(
+    path: str | os.PathLike[str], select: str = "", limit: int = 0
+) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, Any]]:
+    """Read the selected faces of a face pack (either :class:`FacePack` layout) and its description.
+
+    The description is the embedded ``meta`` merged over a sidecar JSON (``<path>.json``, or
+    ``<prefix>.json`` for ``<prefix>_train.npz``) when present.
+
+    Args:
+        path: the ``.npz`` pack.
+        select: a selection string over the numeric labels (:func:`selection_mask`; empty = all).
+        limit: at most this many faces, evenly spaced over the selection (0 = all).
+
+    Returns:
+        ``(images, labels, meta)``: images ``(n, H, W, 3)`` uint8 RGB of the selected faces (in
+        pack order), labels a dict of the selected rows of every 1-D numeric array, and the
+        description.
+    """
+    path = Path(path)
+    pack = FacePack(path)
+    labels = pack.numeric_labels()
+    idx = np.flatnonzero(selection_mask(labels, select)) if select else np.arange(len(pack))
+    if limit and len(idx) > limit:  # evenly spaced over the selection (packs are name-sorted, i.e. by age)
+        idx = idx[np.linspace(0, len(idx) - 1, limit).round().astype(np.int64)]
+    images = pack.images(idx) if len(idx) else np.zeros((0, 0, 0, 3), np.uint8)
+    meta = dict(pack.meta)
+    stem = re.sub(r"_(train|val|test)$", "", path.stem)
+    for side in (path.with_suffix(".json"), path.with_name(stem + ".json")):
+        if side.is_file():
+            meta = {**json.loads(side.read_text(encoding="utf-8")), **meta}
+            break
+    return np.ascontiguousarray(images), {k: v[idx] for k, v in labels.items()}, meta
+
+
+__all__ = ["FacePack", "read_pack", "selection_mask", "write_pack", "encode_jpeg", "decode_jpeg", "LABEL_KEYS", "GENDERS", "RACES"]

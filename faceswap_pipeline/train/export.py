@@ -1,0 +1,57 @@
+"""Export a trained model: weights file + manifest entry + a description of the machine, in one call.
+
+Every trainer ships its nets through :func:`export_model`, so every manifest entry starts with the
+same fields (``file``, ``sha256``, ``arch``, ``kwargs``, ``storage``) followed by the trainer's own
+(``io``, ``framing``, ``training``, ``metrics`` ...), and ``training.machine`` is always filled in
+(:func:`~faceswap_pipeline.machine.describe_machine` unless the trainer gives one).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def export_model(
+    model: nn.Module | dict[str, torch.Tensor],
+    name: str,
+    folder: str | os.PathLike[str] | None,
+    *,
+    file: str,
+    arch: str,
+    kwargs: dict[str, Any],
+    storage: str = "fp16",
+    **fields: Any,
+) -> tuple[Path, str]:
+    """Write ``model`` as ``<folder>/<file>`` and register it as ``name`` in ``<folder>/manifest.json``.
+
+    Args:
+        model: the net or its state dict.
+        name: manifest name (``arch.tag``, e.g. ``cyclegan.male2female``).
+        folder: the weights folder (None: :func:`~faceswap_pipeline.weights.weights_dir`'s default).
+        file: file name inside ``folder``.
+        arch, kwargs: registry architecture and its constructor arguments.
+        storage: ``int8``, ``fp16`` or ``fp32``.
+        **fields: the rest of the entry, in order (``io``, ``framing``, ``training``, ``metrics`` ...).
+            A ``training`` dict without ``machine`` gets the description of this machine.
+
+    Returns:
+        ``(path, sha256)`` of the written file.
+    """
+    from faceswap_pipeline.machine import describe_machine
+    from faceswap_pipeline.weights import register_weights, save_weights, weights_dir
+
+    path = weights_dir(folder) / file
+    sha = save_weights(model, path, arch=arch, kwargs=kwargs, storage=storage)
+    if isinstance(fields.get("training"), dict) and not fields["training"].get("machine"):
+        fields["training"] = {**fields["training"], "machine": describe_machine()}
+    entry = {"file": file, "sha256": sha, "arch": arch, "kwargs": kwargs, "storage": storage, **fields}
+    register_weights(name, entry, folder=folder)
+    return path, sha
+
+
+__all__ = ["export_model"]
