@@ -26,7 +26,7 @@ class Detection:
 
     box: Box
     score: float
-    landmarks: np.ndarray | None = None
+    landmarks: np.ndarray | None = field(default=None, compare=False)  # equality: box and score
 
     @property
     def width(self) -> float:

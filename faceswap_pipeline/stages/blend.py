@@ -89,7 +89,7 @@ class FeatherBlend:
                 else:
                     alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)
                     paste_window(out, window_face(square, face.transform), face.transform.box, alpha, self.mode)
-                face.actions.append("blend" if self.mode == "feather" and shape != "landmarks" else f"blend:{self.mode}:{shape}")
+                face.actions.append("blend")  # mode and mask are in the pipeline's settings record
             rec.result = out
         return batch
 
