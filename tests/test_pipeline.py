@@ -97,7 +97,7 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
     pipe.process([bad, good])
     assert bad.error and bad.error.startswith("detect: ValueError")
     assert good.error is None and good.result is not None and len(good.faces) >= 1
-    assert set(good.timings) == {"detect", "verify", "crop", "translate", "upscale", "blend"}
+    assert set(good.timings) == {"detect", "verify", "crop", "landmarks", "translate", "upscale", "blend"}
 
 
 def test_refuses_to_run_without_trained_weights(tmp_path):
@@ -116,7 +116,7 @@ def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights):
     folder = tiny_weights  # has the tiny generators; the SR model comes from the shipped weights
     big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # face ~180-220 px: pasted at 129-256 px -> SR x2
     pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
-    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "landmarks", "translate", "upscale", "blend"]
     recs = pipe.process([ImageRecord(image=big), ImageRecord(image=astronaut[::2, ::2].copy())])
     (f_big,) = [f for f in recs[0].faces if f.detection.score > 1]
     assert f_big.actions == ["translate:male2female", "upscale:x2", "blend"]
@@ -141,7 +141,7 @@ def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weight
 
 def test_auto_gender_picks_the_direction_per_face(astronaut, tiny_weights):
     pipe = fp.load_pipeline("auto-gender", device="cpu", weights_dir=tiny_weights)  # attribute net: shipped
-    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "classify", "direction", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "landmarks", "classify", "direction", "translate", "upscale", "blend"]
     _, faces = pipe(astronaut)
     face = max(faces, key=lambda f: f.detection.score)
     assert face.attributes["p_female"] > 0.5  # Eileen Collins
