@@ -571,8 +571,7 @@ def _shipped_models() -> list[str]:
     return sorted(n for n in read_manifest(REPO / "weights") if n in ("srresnet.x2", "srresnet.x4"))
 
 
-KNOWN_GRID = {"srresnet.x4": "the degradation-aware x4 kept v1's trained sub-pixel convs: 4-px grid ratio ~2 on a ramp "
-                             "(docs/benchmarks/sr.md); an ICNR-projected continuation is the fix"}
+KNOWN_GRID: dict[str, str] = {}  # name -> reason, for a shipped model known to leave a grid (none now)
 
 
 @pytest.mark.slow
