@@ -114,11 +114,16 @@ def test_unknown_choices_are_clear_errors(tiny_weights):
 
 def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights):
     folder = tiny_weights  # has the tiny generators; the SR model comes from the shipped weights
-    big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # face ~180-220 px: pasted at 129-256 px -> SR x2
+    from PIL import Image
+
+    # x1.5: the face window (tiny weights' framing 1.1/1.5/1.1/1.3, ~165 x 245 px) is pasted at 129-256 px -> SR x2
+    big = np.asarray(Image.fromarray(astronaut).resize((768, 768), Image.Resampling.BICUBIC))
     pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
     assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "landmarks", "translate", "upscale", "blend"]
     recs = pipe.process([ImageRecord(image=big), ImageRecord(image=astronaut[::2, ::2].copy())])
     (f_big,) = [f for f in recs[0].faces if f.detection.score > 1]
+    side = max(f_big.transform.box[2] - f_big.transform.box[0], f_big.transform.box[3] - f_big.transform.box[1])
+    assert 128 < side <= 256, side
     assert f_big.actions == ["translate:male2female", "upscale:x2", "blend"]
     assert tuple(f_big.output.shape) == (3, 256, 256)
     small = recs[1].faces[0]  # ~45 px face: no SR work
