@@ -43,11 +43,17 @@ def test_warnings_are_written_above_the_bar_not_into_it(folder, tmp_path, capsys
     handler = logging.StreamHandler(sys.stderr)  # a console handler, as the CLI's basicConfig makes
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
+    pkg = logging.getLogger("faceswap_pipeline")  # an in-process CLI test (-q) may have raised its level
+    old_level, old_root = pkg.level, root.level
+    pkg.setLevel(logging.WARNING)
+    root.setLevel(logging.WARNING)
     root.addHandler(handler)
     try:
         run_folder(folder, tmp_path / "out", invert, batch_size=1, progress=sys.stderr)
     finally:
         root.removeHandler(handler)
+        pkg.setLevel(old_level)
+        root.setLevel(old_root)
     err = capsys.readouterr().err
     assert "img/s" in err or "img]" in err  # the bar was drawn
     (line,) = [ln for ln in err.split("\n") if "3_broken.jpg" in ln]
