@@ -70,7 +70,7 @@ class Scorer:
 
     def __init__(self, val_pack: Path, n: int, cache: Path, weights_dir: str | None) -> None:
         from faceswap_pipeline.train.judge import Judge, describe
-        from faceswap_pipeline.train.packs import FacePack
+        from faceswap_pipeline.train.packs import FacePack, atomic_savez
         from faceswap_pipeline.weights import load_model
 
         pack = FacePack(val_pack)
@@ -92,10 +92,7 @@ class Scorer:
                 others = np.setdiff1d(ref[g], src[g])[: 2 * n]
                 self.ref_desc[g] = describe(pack.images(others), self.rescale)[0]
                 self.in_desc[g] = (d, f, b)
-                key.parent.mkdir(parents=True, exist_ok=True)
-                tmp = key.with_name(key.stem + f".{id(self)}.tmp.npz")
-                np.savez(tmp, desc=d, found=f, boxes=np.asarray(b), ref=self.ref_desc[g])
-                tmp.replace(key)
+                atomic_savez(key, desc=d, found=f, boxes=np.asarray(b), ref=self.ref_desc[g])
 
     def score(self, gens: dict[str, torch.nn.Module]) -> dict[str, Any]:
         from faceswap_pipeline.train.cyclegan import translate

@@ -110,10 +110,9 @@ def pack_descriptors(
     found = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, bool)
     log.info("descriptors of %d faces of %s in %.0f s", len(idx), pack_path.name, time.perf_counter() - t0)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.stem + ".tmp.npz")
-        np.savez(tmp, desc=desc, found=found)
-        tmp.replace(cache)
+        from faceswap_pipeline.train.packs import atomic_savez
+
+        atomic_savez(cache, desc=desc, found=found)
     return desc, found
 
 
@@ -290,7 +289,9 @@ class Judge:
             A flat dict of rounded figures (see the module docstring).
         """
         d_in, f_in, boxes = inputs_desc if inputs_desc is not None else describe(inputs_u8, self.rescale)
-        _, f_out_boxes = self._found(outputs_u8)
+        from faceswap_pipeline.train.evaluate import face_boxes
+
+        found_out = face_boxes(outputs_u8, self.rescale)[1]
         d_out, _, _ = describe(outputs_u8, self.rescale, boxes=boxes)
         hit_out, hit_in = self.hits(d_out, direction), self.hits(d_in, direction)
         ident = np.linalg.norm(d_in - d_out, axis=1)
@@ -303,7 +304,7 @@ class Judge:
             "identity_median": round(float(np.median(ident)), 4),
             "identity_mean": round(float(ident.mean()), 4),
             "frac_same_person": round(float((ident < 0.6).mean()), 4),
-            "face_found_outputs": round(float(f_out_boxes.mean()), 4),
+            "face_found_outputs": round(float(found_out.mean()), 4),
             "face_found_inputs": round(float(f_in.mean()), 4),
             "sharpness_ratio": round(float(np.median(lv_out / np.maximum(lv_in, 1e-9))), 4),
             "grid_energy_ratio": round(float(grid_energy(outputs_u8).mean() / max(grid_energy(inputs_u8).mean(), 1e-12)), 4),
@@ -322,11 +323,6 @@ class Judge:
             r["realism_fd_real_vs_real"] = round(frechet_distance(other, ref), 4)
             r["realism_fd_of_inputs"] = round(frechet_distance(d_in[:k], ref), 4)
         return r
-
-    def _found(self, images_u8: np.ndarray) -> tuple[list, np.ndarray]:
-        from faceswap_pipeline.train.evaluate import face_boxes
-
-        return face_boxes(images_u8, self.rescale)
 
 
 # -------------------------------------------------------------------------------------- main

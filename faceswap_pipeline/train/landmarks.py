@@ -34,6 +34,7 @@ import torch.nn.functional as F
 
 from faceswap_pipeline.archs.landmarks import FLIP_PERM, LandmarkNet
 from faceswap_pipeline.ops.landmarks import dlib_landmarks, landmark_loss, nme, yaw_ratio
+from faceswap_pipeline.train.packs import atomic_savez
 
 ARCH_KWARGS = {"width": 16, "dense": 512, "dropout": 0.1}
 NAME = "landmarks.v1"
@@ -45,17 +46,6 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.close(fd)
     try:
         torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_npz(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
-    os.close(fd)
-    try:
-        np.savez(tmp, **arrays)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -90,7 +80,7 @@ def label_pack(pack_path: str, images_dir: str, out: Path, log_every: int = 2000
         grey[i] = np.clip(np.rint(pack.images(i).astype(np.float32) @ LUMA), 0, 255).astype(np.uint8)
         if log_every and (i + 1) % log_every == 0:
             print(f"  {pack_path}: {i + 1}/{n} ({time.time() - t0:.0f} s)", flush=True)
-    _atomic_npz(out, grey=grey, points=pts, name=pack.labels["name"], fallback=pack.labels["fallback"])
+    atomic_savez(out, grey=grey, points=pts, name=pack.labels["name"], fallback=pack.labels["fallback"])
     return {"pack": str(pack_path), "n": n, "seconds": round(time.time() - t0, 1)}
 
 

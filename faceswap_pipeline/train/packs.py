@@ -87,6 +87,13 @@ def write_pack(path: str | os.PathLike[str], jpegs: Sequence[bytes], labels: dic
         "meta": np.frombuffer(json.dumps(meta, sort_keys=True).encode("utf-8"), dtype=np.uint8),
     }
     path = Path(path)
+    atomic_savez(path, **arrays)
+    return path.stat().st_size
+
+
+def atomic_savez(path: str | os.PathLike[str], **arrays: np.ndarray) -> None:
+    """``np.savez`` to a temporary file in the same folder, then rename (never a half-written ``.npz``)."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.stem, suffix=".tmp.npz")
     os.close(fd)
@@ -96,7 +103,6 @@ def write_pack(path: str | os.PathLike[str], jpegs: Sequence[bytes], labels: dic
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path.stat().st_size
 
 
 def _decode_range(args: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -295,4 +301,4 @@ def read_pack(
     return np.ascontiguousarray(images), {k: v[idx] for k, v in labels.items()}, meta
 
 
-__all__ = ["FacePack", "read_pack", "selection_mask", "write_pack", "encode_jpeg", "decode_jpeg", "LABEL_KEYS", "GENDERS", "RACES"]
+__all__ = ["FacePack", "read_pack", "selection_mask", "write_pack", "atomic_savez", "encode_jpeg", "decode_jpeg", "LABEL_KEYS", "GENDERS", "RACES"]
