@@ -48,6 +48,12 @@ ARMS: dict[str, list[str]] = {
     # round 2: grid-free uk layers (phase-equal projection), robust guidance (grey, random blur, margin)
     "recipe2": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--attr-grey", "1", "--attr-blur", "1.5", "--attr-margin", "0.8"],
     "recipe2_noattr": [*RECIPE, "--uk-phase-equal", "1"],
+    # round 3: the guidance that moved the judge (recipe) on grid-free uk layers, with the texture hinge
+    # against the fine patterns that fooled the attribute net; _free also relaxes cycle/identity so
+    # faces can change more than the 0.2-0.4 identity distance the earlier arms stayed at
+    "recipe3": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20"],
+    "recipe3_free": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20",
+                     "--lambda-cycle", "5", "--lambda-identity", "1"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 

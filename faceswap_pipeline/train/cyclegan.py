@@ -62,6 +62,7 @@ from faceswap_pipeline.train.generator_init import (
     init_weights,
     transposed_phase_gains,
 )
+from faceswap_pipeline.train.losses import texture_excess
 from faceswap_pipeline.train.loop import RunClock, StopOnSignal, training_device
 from faceswap_pipeline.train.packs import read_pack, selection_mask
 from faceswap_pipeline.train.runlog import RunWriter
@@ -73,7 +74,7 @@ _init_weights = init_weights
 log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "faceswap_pipeline/cyclegan-ckpt/1"
-LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "D_m", "D_f")
+LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "G_tex", "D_m", "D_f")
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -311,7 +312,11 @@ class CycleGANTrainer:
                 loss_attr = cfg.lambda_attr * (self._guidance(fake_f, 1) + self._guidance(fake_m, 0))
             else:
                 loss_attr = torch.zeros((), device=self.device)
-            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr
+            if cfg.lambda_texture > 0:  # fine texture the input never had (fooling patterns, grid)
+                loss_tex = cfg.lambda_texture * (texture_excess(fake_f, real_m) + texture_excess(fake_m, real_f))
+            else:
+                loss_tex = torch.zeros((), device=self.device)
+            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr + loss_tex
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
@@ -319,7 +324,7 @@ class CycleGANTrainer:
 
         loss_D_m, loss_D_f = self._d_step(real_m, real_f, fake_m, fake_f)
 
-        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_D_m, loss_D_f]).detach().float()
+        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_D_m, loss_D_f]).detach().float()
         self._acc_n += 1
         self.step += 1
         self.pairs_seen += b * self.world

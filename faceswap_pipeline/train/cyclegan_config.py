@@ -58,6 +58,7 @@ class CycleGANConfig:
     attr_grey: bool = False  # guidance sees G(x) in greyscale: colour (lipstick, eye shadow) cannot fool it
     attr_blur: float = 0.0  # guidance sees G(x) blurred by a random Gaussian, sigma in [0, this] px of 128-px faces
     attr_margin: float = 0.0  # guidance stops pushing a face once the classifier gives it this target probability
+    lambda_texture: float = 0.0  # texture hinge: local Laplacian energy of G(x) beyond its input's (losses.texture_excess)
     uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     # optimisation (the seed's)
