@@ -1,7 +1,8 @@
 """Outputs and checkpoints that must stay bit-identical across refactors.
 
 The hashes were recorded with the code before the training scaffold / folder runner refactor
-(torch 2.13.0 CPU build): the demo's before/after image, the swapped astronaut of the Python API,
+(torch 2.13.0 CPU build): the demo's before/after image (with the ellipse mask it had then, and
+with today's defaults), a folder run's outputs, the swapped astronaut of the Python API,
 and a tiny CycleGAN checkpoint written by that code (``tests/data/cyclegan_ckpt_format1.pt``),
 which today's trainer must load and resume to exactly the same weights and losses.
 """
@@ -25,6 +26,26 @@ CKPT = Path(__file__).parent / "data" / "cyclegan_ckpt_format1.pt"
 RESUMED_NETS_SHA256 = "883be0d8a3a77ab7963f80c5fa216d92a59fb90c54cacdb06a95ff1afffc3c66"
 RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread (conftest)
 
+# Recorded with the code before the folder runner became FolderRun (commit 734156a), with today's
+# default paste-back (landmark face mask, SR x4, feather) and the weights below: a change of these
+# weights changes the outputs, and the hashes are then re-recorded with the new weights.
+DEMO_MODELS = {
+    "cyclegan.female2male": "808d6b4dad25f2cf", "cyclegan.male2female": "1aee1fe3f036742f",
+    "srresnet.x4": "9ea86adbb9c69e21", "srresnet.x2": "e9a75921ea221a49", "landmarks.v1": "3e4c8f1eec692371",
+    "cascade.48net": "422a98689c3abbb7",
+}
+DEMO_DEFAULT_SHA256 = {
+    "astronaut_before_after.png": "c14f76c8e9dc51e259ce2d3785a21e4be1a218ac3d4ba4858805442bc23b8631",
+    "astronaut_swapped.png": "3755aaeea94a7e28bed955bee3cf4ed0fcbdbe17cb4ad587679337d20c454351",
+}
+# `run --direction male2female` over a folder (PNG, greyscale PNG, JPEG in a sub-folder, a photo
+# with no face, an unreadable file), one image at a time and two at a time
+FOLDER_RUN_SHA256 = {
+    "astro.png": "5e8df8c61306f224543cfb46dfbc086f001ceead8783d12ee14c48fb9e953c1a",
+    "grey.png": "8c68d3a1f0fc8fa225a7dc272b0300ae22cabaed109450251c82fabf3393cf77",
+    "sub/astro.jpg": "1a3de465bcc2d26ef2e89ec852d0be02949aa20fd4c30ec913a82dd5a3c23d53",
+}
+
 pytestmark = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0", reason="hashes recorded with torch 2.13.0")
 
 
@@ -37,6 +58,47 @@ def test_demo_output_is_bit_identical(tmp_path: Path) -> None:
     assert main(["demo", "--output-dir", str(tmp_path), "-q", "--mask", "ellipse"]) == 0
     assert _sha((tmp_path / "astronaut_before_after.png").read_bytes()) == DEMO_PNG_SHA256
     assert _sha((tmp_path / "astronaut_swapped.png").read_bytes()) == SWAPPED_PNG_SHA256
+
+
+def _check_demo_models() -> None:
+    from faceswap_pipeline.weights import model_entry
+
+    got = {name: model_entry(name)["sha256"][:16] for name in DEMO_MODELS}
+    assert got == DEMO_MODELS, "the shipped weights changed: re-record the output hashes with the new ones"
+
+
+def test_demo_default_output_is_bit_identical(tmp_path: Path) -> None:
+    _check_demo_models()
+    assert main(["demo", "--output-dir", str(tmp_path), "-q"]) == 0
+    assert {p.name: _sha(p.read_bytes()) for p in sorted(tmp_path.iterdir())} == DEMO_DEFAULT_SHA256
+
+
+def test_folder_run_outputs_are_bit_identical(tmp_path: Path, astronaut: np.ndarray) -> None:
+    import json
+
+    from PIL import Image
+    from skimage import data
+
+    _check_demo_models()
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(astronaut).save(src / "astro.png")
+    Image.fromarray(astronaut).save(src / "sub" / "astro.jpg", quality=90)
+    Image.fromarray(astronaut[:, :, 1]).save(src / "grey.png")
+    Image.fromarray(data.coffee()).save(src / "coffee.jpg", quality=85)
+    (src / "broken.png").write_bytes(b"not an image")
+    for batch in ("1", "2"):
+        out, rep = tmp_path / f"out{batch}", tmp_path / f"report{batch}.json"
+        assert main(["run", str(src), str(out), "--direction", "male2female", "--batch-size", batch,
+                     "--report", str(rep), "-q"]) == 1  # broken.png fails, alone
+        got = {p.relative_to(out).as_posix(): _sha(p.read_bytes()) for p in sorted(out.rglob("*"))
+               if p.is_file() and not p.name.startswith(".")}
+        assert (out / "coffee.jpg").read_bytes() == (src / "coffee.jpg").read_bytes()  # no face: copied
+        assert {k: v for k, v in got.items() if k != "coffee.jpg"} == FOLDER_RUN_SHA256
+        items = {it["input"]: it for it in json.loads(rep.read_text())["items"]}
+        assert [items[k]["status"] for k in sorted(items)] == ["ok", "error", "ok", "ok", "ok"]
+        assert items["broken.png"]["error"] == "ImageReadError: not a recognised image format"
+        assert items["grey.png"]["info"]["faces"][0]["actions"] == ["translate:male2female", "grey", "blend"]
 
 
 def test_api_swap_is_bit_identical(astronaut: np.ndarray) -> None:
