@@ -167,6 +167,8 @@ def load_pipeline(
     blend: str = "feather",
     mask: str = "landmarks",
     landmarks: str = "cnn",
+    faces: str | int | list[int] = "all",
+    strength: float = 1.0,
 ) -> Pipeline:
     """The full face-swap pipeline from shipped weights.
 
@@ -194,6 +196,11 @@ def load_pipeline(
             earlier default) or ``"rect"`` (the seed's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
+        faces: which faces of each photo to transform: ``"all"`` (default), ``"largest"``,
+            ``"min-size N"`` (shorter box side >= N source px) or detection indices (``"0,2"``);
+            see :func:`~faceswap_pipeline.stages.select.parse_policy`. The others stay as they are.
+        strength: edit strength in [0, 1]: 1 (default) the full translation, 0 the input back
+            bit-identical, in between a blend in the generator's output space.
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``
@@ -226,7 +233,13 @@ def load_pipeline(
         raise ValueError(f"feather must be in [0, 0.5], got {feather}")
     if int(batch_size) < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be in [0, 1], got {strength}")
     stages: list[Any] = [load_detector(detector, dev, weights_dir, verify_threshold, **(detector_kwargs or {}))]
+    if faces != "all":
+        from faceswap_pipeline.stages.select import FaceSelector
+
+        stages.append(FaceSelector(faces))
     stages.append(CropLetterbox(rescale, size))
     if mask == "landmarks":
         from faceswap_pipeline.stages.landmarks import LandmarkDetector
@@ -236,9 +249,9 @@ def load_pipeline(
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser
 
         stages += [AttributeClassifier.from_pretrained(device=dev, weights_dir=weights_dir, batch_size=batch_size), DirectionChooser(AUTO_GENDER)]
-        translator = Translator.from_pretrained(directions, weights_dir, dev, batch_size=batch_size)
+        translator = Translator.from_pretrained(directions, weights_dir, dev, batch_size=batch_size, strength=strength)
     else:
-        translator = Translator.from_pretrained(direction, weights_dir, dev, batch_size=batch_size)
+        translator = Translator.from_pretrained(direction, weights_dir, dev, batch_size=batch_size, strength=strength)
     stages.append(translator)
     if upscaler == "srresnet":
         from faceswap_pipeline.stages.upscale import SRUpscaler

@@ -54,6 +54,16 @@ def _float_in(low: float, high: float, high_open: bool = False):
     return parse
 
 
+def _face_policy(text: str) -> str:
+    from faceswap_pipeline.stages.select import parse_policy
+
+    try:
+        parse_policy(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def _finite_float(text: str) -> float:
     try:
         v = float(text)
@@ -193,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the 128 px face is enlarged for paste-back: SRResNet x4 for faces pasted above 128 px, or bicubic (default: %(default)s)")
     p.add_argument("--feather", type=_float_in(0.0, 0.5), default=0.12,
                    help="blend fall-off, fraction of face size, 0-0.5 (default: %(default)s)")
+    p.add_argument("--faces", type=_face_policy, default="all", metavar="POLICY",
+                   help="which faces to transform: all, largest, 'min-size N' (shorter box side >= N px) or indices such as 0,2 "
+                        "(detection order); the others stay as they are (default: %(default)s)")
+    p.add_argument("--strength", type=_float_in(0.0, 1.0), default=1.0,
+                   help="edit strength 0-1: 1 the full swap, 0 the input unchanged, in between a blend (default: %(default)s)")
     _blend_args(p)
     _common(p)
 
@@ -279,7 +294,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
-        blend=a.blend, mask=a.mask, landmarks=a.landmarks,
+        blend=a.blend, mask=a.mask, landmarks=a.landmarks, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))

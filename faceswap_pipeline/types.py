@@ -102,6 +102,8 @@ class FaceRecord:
         attributes: predictions of the attribute network, e.g. ``{"p_female": 0.93}``.
         output: ``(3, S', S')`` float32 in [0, 1], the translated (and maybe upscaled) square.
         actions: what was done to this face, for the report (e.g. ``["translate:male2female"]``).
+        selected: False when the face policy leaves this face out (no stage changes it).
+        strength: edit strength the translation was applied with (0 = unchanged .. 1 = full).
     """
 
     detection: Detection
@@ -111,6 +113,8 @@ class FaceRecord:
     attributes: dict[str, float] = field(default_factory=dict)
     output: Any = None
     actions: list[str] = field(default_factory=list)
+    selected: bool = True
+    strength: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self.detection.to_dict()
@@ -120,6 +124,10 @@ class FaceRecord:
         if self.attributes:
             d["attributes"] = {k: round(float(v), 4) for k, v in self.attributes.items()}
         d["actions"] = list(self.actions)
+        if not self.selected:
+            d["selected"] = False
+        if self.strength is not None:
+            d["strength"] = round(float(self.strength), 4)
         return d
 
 

@@ -43,7 +43,12 @@ class Translator(ModelStage):
 
     Faces of every record in the call are batched together (``batch_size`` per forward pass) per
     direction. A face whose ``direction`` is None gets ``default_direction`` (when given); faces
-    whose direction this stage has no generator for are left untouched (not swapped).
+    whose direction this stage has no generator for, and faces a policy left out
+    (``face.selected`` False), are left untouched (not swapped).
+
+    ``strength`` s in [0, 1] sets how far each face moves: ``output = crop + s * (G(crop) - crop)``
+    in the generator's [0, 1] output space (1: the full translation; 0: the face is not touched at
+    all, so the photo comes back bit-identical). It is recorded per face (``face.strength``).
 
     Args:
         generators: direction -> generator taking (N, 3, S, S) in [-1, 1].
@@ -52,6 +57,7 @@ class Translator(ModelStage):
         batch_size: faces per forward pass.
         amp: use bf16 autocast on CUDA (ignored on CPU, where it is slower for small batches and
             changes results).
+        strength: edit strength in [0, 1] (default 1).
     """
 
     name = "translate"
@@ -63,8 +69,12 @@ class Translator(ModelStage):
         device: str | torch.device = "cpu",
         batch_size: int = 16,
         amp: bool = True,
+        strength: float = 1.0,
     ) -> None:
         super().__init__(device, batch_size)
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ValueError(f"strength must be in [0, 1], got {strength}")
+        self.strength = float(strength)
         self.modules = {d: g.eval() for d, g in generators.items()}
         self.default_direction = default_direction
         self.amp = amp
@@ -96,8 +106,13 @@ class Translator(ModelStage):
             for face in rec.faces:
                 if face.direction is None:
                     face.direction = self.default_direction
-                if face.direction in self.modules and face.crop is not None:
-                    todo.setdefault(face.direction, []).append(face)
+                if face.selected and face.direction in self.modules and face.crop is not None:
+                    if self.strength == 0.0:  # nothing to change: the face keeps its input pixels
+                        face.strength = 0.0
+                        face.actions.append("strength:0")
+                    else:
+                        todo.setdefault(face.direction, []).append(face)
+        s = self.strength
         cuda = self.device.type == "cuda"
         for direction, faces in todo.items():
             gen = self.modules[direction]
@@ -105,9 +120,13 @@ class Translator(ModelStage):
                 chunk = faces[i : i + self.batch_size]
                 x = torch.stack([f.crop for f in chunk]).to(self.device, non_blocking=True)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp):
-                    y = translate(gen, x).cpu()
+                    y = translate(gen, x).float()
+                if s < 1.0:
+                    y = x.float().lerp(y, s)
+                y = y.cpu()
                 for f, out in zip(chunk, y):
                     f.output = out
+                    f.strength = s
                     f.actions.append(f"translate:{direction}")
         return batch
 
@@ -115,12 +134,14 @@ class Translator(ModelStage):
         """The directions, the default one and a digest of each generator (``amp`` is precision only: left out)."""
         from faceswap_pipeline.stages.base import module_digest
 
-        return {"class": "Translator", "default_direction": self.default_direction,
+        return {"class": "Translator", "default_direction": self.default_direction, "strength": self.strength,
                 "models": {d: module_digest(g) for d, g in sorted(self.modules.items())}}
 
     def work(self, rec: ImageRecord) -> float:
         """An image's share of a batch's work: its faces this stage translates."""
-        return float(sum(1 for f in rec.faces if f.crop is not None and (f.direction or self.default_direction) in self.modules))
+        if self.strength == 0.0:
+            return 0.0
+        return float(sum(1 for f in rec.faces if f.selected and f.crop is not None and (f.direction or self.default_direction) in self.modules))
 
     def warmup(self, size: int = 128) -> None:
         """One forward pass per generator on a blank ``size`` px face (one-off costs up front)."""
@@ -130,4 +151,4 @@ class Translator(ModelStage):
                 translate(gen, x)
 
     def __repr__(self) -> str:
-        return f"Translator(directions={sorted(self.modules)}, device={self.device}, batch_size={self.batch_size})"
+        return f"Translator(directions={sorted(self.modules)}, strength={self.strength}, device={self.device}, batch_size={self.batch_size})"
