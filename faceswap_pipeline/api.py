@@ -167,6 +167,7 @@ def load_pipeline(
     blend: str = "feather",
     mask: str = "landmarks",
     landmarks: str = "cnn",
+    harmonise: str = "auto",
     faces: str | int | list[int] = "all",
     strength: float = 1.0,
 ) -> Pipeline:
@@ -196,6 +197,9 @@ def load_pipeline(
             earlier default) or ``"rect"`` (the seed's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
+        harmonise: skin-tone harmonisation at paste-back (the neck, ears and forehead around a
+            face follow its new tone; :mod:`faceswap_pipeline.ops.harmonise`): ``"auto"``
+            (default: race swaps), ``"on"`` or ``"off"``.
         faces: which faces of each photo to transform: ``"all"`` (default), ``"largest"``,
             ``"min-size N"`` (shorter box side >= N source px) or detection indices (``"0,2"``);
             see :func:`~faceswap_pipeline.stages.select.parse_policy`. The others stay as they are.
@@ -257,5 +261,5 @@ def load_pipeline(
         from faceswap_pipeline.stages.upscale import SRUpscaler
 
         stages.append(SRUpscaler.from_pretrained(device=dev, weights_dir=weights_dir, batch_size=batch_size))
-    stages.append(FeatherBlend(feather=feather, shape=mask, mode=blend))
+    stages.append(FeatherBlend(feather=feather, shape=mask, mode=blend, harmonise=harmonise))
     return Pipeline(stages)

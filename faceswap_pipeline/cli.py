@@ -176,6 +176,9 @@ def _blend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", choices=LANDMARKERS, default="cnn",
                    help="landmarks for --mask landmarks: the shipped CNN (batched) or dlib's predictor "
                         "(needs face-recognition-models) (default: %(default)s)")
+    p.add_argument("--harmonise", choices=("auto", "on", "off"), default="auto",
+                   help="move the skin around each face (neck, ears, forehead) toward the new face's tone; "
+                        "auto: for race swaps (default: %(default)s)")
 
 
 def _verify_threshold(a: argparse.Namespace) -> float | str:
@@ -294,7 +297,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
-        blend=a.blend, mask=a.mask, landmarks=a.landmarks, faces=a.faces, strength=a.strength,
+        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))
@@ -357,7 +360,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     _set_threads(a.threads)
     pipe = load_pipeline(a.direction, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
-                         blend=a.blend, mask=a.mask, landmarks=a.landmarks)
+                         blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise)
     photo = data.astronaut()
     out, faces = pipe(photo)
     a.output_dir.mkdir(parents=True, exist_ok=True)

@@ -6,9 +6,16 @@ import numpy as np
 import torch
 
 from faceswap_pipeline.ops.blend import paste
+from faceswap_pipeline.ops.harmonise import harmonise_in_photo
 from faceswap_pipeline.ops.masks import MASK_SHAPES, paste_mask
 from faceswap_pipeline.ops.seamless import BLEND_MODES, paste_window, window_face
 from faceswap_pipeline.types import ImageRecord
+
+HARMONISE = ("auto", "on", "off")
+"""Skin-tone harmonisation settings of :class:`FeatherBlend`."""
+
+GENDER_DIRECTIONS = ("male2female", "female2male")
+"""Directions that keep the skin tone: ``harmonise="auto"`` leaves their surround alone."""
 
 LUMA = (0.299, 0.587, 0.114)
 """ITU-R 601-2 luma weights (what Pillow's ``convert("L")`` uses)."""
@@ -56,21 +63,35 @@ class FeatherBlend:
             ``"ellipse"`` or ``"rect"`` (the seed's square feather), see :func:`~faceswap_pipeline.ops.masks.paste_mask`.
         mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or ``"poisson"`` (OpenCV's
             seamless cloning), see :mod:`faceswap_pipeline.ops.seamless`.
+        harmonise: move the skin around each face (neck, ears, forehead inside its crop window)
+            toward the swapped face's new tone (:mod:`faceswap_pipeline.ops.harmonise`):
+            ``"auto"`` (default: for race swaps, whose skin tone changes), ``"on"`` or ``"off"``.
+            Recorded per face as action ``"harmonise"`` with the measured shift in
+            ``face.attributes["tone_shift_de"]``.
     """
 
     name = "blend"
     batched = False
 
-    def __init__(self, feather: float = 0.12, shape: str = "auto", mode: str = "feather") -> None:
+    def __init__(self, feather: float = 0.12, shape: str = "auto", mode: str = "feather", harmonise: str = "auto") -> None:
         if not 0.0 <= feather <= 0.5:
             raise ValueError(f"feather must be in [0, 0.5], got {feather}")
         if shape not in ("auto", *MASK_SHAPES):
             raise ValueError(f"shape must be one of auto, {', '.join(MASK_SHAPES)}, not {shape!r}")
         if mode not in BLEND_MODES:
             raise ValueError(f"mode must be one of {', '.join(BLEND_MODES)}, not {mode!r}")
+        if harmonise not in HARMONISE:
+            raise ValueError(f"harmonise must be one of {', '.join(HARMONISE)}, not {harmonise!r}")
         self.feather = float(feather)
         self.shape = shape
         self.mode = mode
+        self.harmonise = harmonise
+
+    def harmonises(self, direction: str | None) -> bool:
+        """Whether a face translated in ``direction`` gets skin-tone harmonisation."""
+        if self.harmonise == "auto":
+            return direction is not None and direction not in GENDER_DIRECTIONS
+        return self.harmonise == "on"
 
     def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         for rec in batch:
@@ -84,6 +105,11 @@ class FeatherBlend:
                     face.actions.append("grey")
                 points = face.detection.landmarks
                 shape = ("landmarks" if points is not None else "ellipse") if self.shape == "auto" else self.shape
+                if self.harmonises(face.direction) and not grey:
+                    alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)
+                    shift = harmonise_in_photo(out, window_face(square, face.transform), face.transform.box, alpha)
+                    face.attributes["tone_shift_de"] = round(shift.magnitude, 3)
+                    face.actions.append("harmonise")
                 if self.mode == "feather" and shape != "landmarks":
                     paste(out, square, face.transform, self.feather, shape)  # the seed's paste-back, unchanged
                 else:
@@ -94,4 +120,4 @@ class FeatherBlend:
         return batch
 
     def __repr__(self) -> str:
-        return f"FeatherBlend(feather={self.feather}, shape={self.shape!r}, mode={self.mode!r})"
+        return f"FeatherBlend(feather={self.feather}, shape={self.shape!r}, mode={self.mode!r}, harmonise={self.harmonise!r})"

@@ -62,8 +62,8 @@ from faceswap_pipeline.train.generator_init import (
     init_weights,
     transposed_phase_gains,
 )
-from faceswap_pipeline.train.losses import texture_excess
 from faceswap_pipeline.train.loop import RunClock, StopOnSignal, training_device
+from faceswap_pipeline.train.losses import texture_excess
 from faceswap_pipeline.train.packs import read_pack, selection_mask
 from faceswap_pipeline.train.runlog import RunWriter
 
