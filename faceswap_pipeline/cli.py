@@ -19,7 +19,7 @@ log = logging.getLogger("faceswap_pipeline")
 # Subcommands that hand their remaining arguments to a training module's own ``main(argv)``.
 _PASSTHROUGH = {
     "prepare": ("faceswap_pipeline.train.prepare", "build 128x128 training packs from a labelled face folder"),
-    "evaluate": ("faceswap_pipeline.train.evaluate", "measure a generator's swap rate and identity distance"),
+    "evaluate": ("faceswap_pipeline.train.evaluate", "measure a swap: a finished run (IN_DIR OUT_DIR) or a generator on a validation pack"),
 }
 TRAIN_FAMILIES = ("attributes", "cyclegan", "srresnet", "cascade")
 

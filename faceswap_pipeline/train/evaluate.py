@@ -421,7 +421,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``evaluate``: target rate, identity distance and contact sheet of a generator on a val pack."""
+    """``evaluate``: target rate, identity distance and contact sheet of a generator on a val pack;
+    ``evaluate IN_DIR OUT_DIR``: the same figures (and the seam) for a finished ``run``
+    (:mod:`faceswap_pipeline.train.evaluate_folder`)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    if args_in and not args_in[0].startswith("-"):
+        from faceswap_pipeline.train import evaluate_folder
+
+        return evaluate_folder.main(args_in)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.threads:
