@@ -87,3 +87,45 @@ def test_pipeline_verify_threshold_auto_explicit_and_bad(tiny_weights):
         fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold="high")
     with pytest.raises(ValueError, match="verify_threshold"):
         fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=1.5)
+
+
+class _ConstCheck(torch.nn.Module):
+    """A stand-in face-check net: the same face probability for every window."""
+
+    in_size = 64
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+
+    def face_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0],), self.p)
+
+
+def test_the_check_net_vetoes_what_the_48net_keeps(astronaut):
+    from faceswap_pipeline.weights import load_model
+
+    net = load_model("cascade.48net")
+    face = Detection((175.0, 76.0, 266.0, 167.0), 1.2)
+    for p, n_kept in ((0.9, 1), (0.1, 0)):
+        ver = FaceVerifier(net, None, threshold=0.0, check=_ConstCheck(p), check_threshold=0.5)
+        rec = ver([ImageRecord(image=astronaut, faces=[FaceRecord(detection=face)])])[0]
+        assert len(rec.faces) == n_kept
+        if n_kept:
+            assert rec.faces[0].attributes["check_prob"] == pytest.approx(p)
+    with pytest.raises(ValueError, match="check_threshold"):
+        FaceVerifier(net, None, check=_ConstCheck(0.5), check_threshold=1.0)
+    assert "check" not in FaceVerifier.from_pretrained(check=False).modules
+
+
+def test_check_windows_are_centred_squares_with_context():
+    from faceswap_pipeline.stages.facecheck import check_crops, check_windows
+
+    w = check_windows([[10.0, 20.0, 50.0, 80.0]], context=1.5)
+    side = 1.5 * np.sqrt(40 * 60)
+    torch.testing.assert_close(w, torch.tensor([[30 - side / 2, 50 - side / 2, 30 + side / 2, 50 + side / 2]], dtype=torch.float32))
+    img = np.full((100, 120, 3), 200, np.uint8)
+    c = check_crops(img, [[40.0, 30.0, 80.0, 70.0], [-30.0, -30.0, 10.0, 10.0]], size=32)
+    assert c.shape == (2, 3, 32, 32)
+    assert float(c[0].min()) == pytest.approx(200 / 255, abs=1e-5)  # inside the photo
+    assert float(c[1, :, 0, 0].abs().max()) == 0.0  # past the photo's corner: zeros

@@ -3,6 +3,6 @@
 Importing this package registers every architecture in ``faceswap_pipeline.registry.ARCHS``.
 """
 
-from faceswap_pipeline.archs import attributes, cascade, cyclegan, judge, landmarks, srresnet  # noqa: F401
+from faceswap_pipeline.archs import attributes, cascade, cyclegan, facecheck, judge, landmarks, srresnet  # noqa: F401
 
-__all__ = ["attributes", "cascade", "cyclegan", "judge", "landmarks", "srresnet"]
+__all__ = ["attributes", "cascade", "cyclegan", "facecheck", "judge", "landmarks", "srresnet"]

@@ -36,6 +36,9 @@ from faceswap_pipeline.types import Box, Detection, FaceRecord, ImageRecord
 
 log = logging.getLogger(__name__)
 
+CHECK_MODEL = "facecheck.v1"
+"""Manifest name of the face-check net (the second opinion that is not the detector)."""
+
 DEFAULT_THRESHOLD = 0.001
 """Fallback 48-net face probability below which a detection is dropped, for cascade weights that
 record no threshold of their own (see :func:`stored_threshold`; the shipped weights record 0.001)."""
@@ -59,7 +62,7 @@ def _recorded_threshold(meta: dict[str, Any]) -> float:
 
 
 class FaceVerifier(ModelStage):
-    """Pipeline stage: keep only detections the 48-net calls a face.
+    """Pipeline stage: keep only detections the 48-net *and* the face-check net call a face.
 
     Args:
         net: the 48-net (``CascadeNet`` with ``face_prob``), input ``(N, 3, 48, 48)`` float32 RGB
@@ -67,9 +70,18 @@ class FaceVerifier(ModelStage):
         framing: the cascade -> HOG framing transform ``{"ax", "ay", "sw", "sh"}``.
         threshold: faces scoring below it are dropped; 0 keeps every face (only scores them).
         device, batch_size: where and how many windows per forward pass.
+        check: the second opinion that is *not* the detector (issue 15): the face-check net
+            (``facecheck.v1``, :class:`~faceswap_pipeline.archs.facecheck.FaceCheckNet`, trained on
+            colour and grey faces and on both detectors' false positives on colour photos), or None.
+        check_threshold: faces whose check probability is below it are dropped.
+        check_context: the check window's side relative to the box (:mod:`~faceswap_pipeline.stages.facecheck`).
 
-    As a stage it sets ``face.attributes["face_prob"]`` on every kept face and removes the rest
-    (logged at INFO with their boxes). ``verifier.face_probs(image, boxes)`` scores boxes directly.
+    The 48-net alone cannot veto the cascade's own detections (it scored them >= 0.99 already);
+    the check net sees a larger window at another resolution and was trained on colour negatives.
+
+    As a stage it sets ``face.attributes["face_prob"]`` (48-net) and ``["check_prob"]`` on every
+    kept face and removes the rest (logged at INFO with their boxes).
+    ``verifier.face_probs(image, boxes)`` / ``verifier.check_probs(image, boxes)`` score boxes directly.
     """
 
     name = "verify"
@@ -82,11 +94,23 @@ class FaceVerifier(ModelStage):
         threshold: float = DEFAULT_THRESHOLD,
         device: str | torch.device = "cpu",
         batch_size: int = 64,
+        check: nn.Module | None = None,
+        check_threshold: float = 0.5,
+        check_context: float | None = None,
     ) -> None:
         super().__init__(device, batch_size)
         if not 0.0 <= threshold < 1.0:
             raise ValueError(f"threshold must be in [0, 1), got {threshold}")
+        if not 0.0 <= check_threshold < 1.0:
+            raise ValueError(f"check_threshold must be in [0, 1), got {check_threshold}")
         self.modules = {"net": net.eval().to(self.device)}
+        if check is not None:
+            self.modules["check"] = check.eval().to(self.device)
+        from faceswap_pipeline.stages.facecheck import DEFAULT_CONTEXT
+
+        self.check_threshold = float(check_threshold)
+        self.check_context = float(DEFAULT_CONTEXT if check_context is None else check_context)
+        self.check_size = int(getattr(check, "in_size", 64))
         self.framing = dict(framing or IDENTITY_FRAMING)
         self.threshold = float(threshold)
         self.size = int(getattr(net, "in_size", 48))
@@ -94,18 +118,25 @@ class FaceVerifier(ModelStage):
     @classmethod
     def from_pretrained(
         cls, threshold: float | None = None, device: str | torch.device = "cpu",
-        weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any,
+        weights_dir: str | os.PathLike[str] | None = None, check: bool = True, **kwargs: Any,
     ) -> FaceVerifier:
-        """The verifier with the shipped ``cascade.48net`` and the framing stored with the cascade.
+        """The verifier with the shipped ``cascade.48net``, the framing stored with the cascade and,
+        when the weights hold one and ``check`` is True, the face-check net ``facecheck.v1`` with
+        the threshold recorded in its manifest entry (``check`` -> ``threshold``).
 
         ``threshold`` None: the one recorded with those weights (:func:`stored_threshold`).
         """
-        from faceswap_pipeline.weights import load_model
+        from faceswap_pipeline.weights import has_model, load_model, model_entry
 
         net = load_model("cascade.48net", weights_dir, device=device)
         meta = cascade_meta(weights_dir)
         if threshold is None:
             threshold = _recorded_threshold(meta)
+        if check and has_model(CHECK_MODEL, weights_dir) and "check" not in kwargs:
+            entry = model_entry(CHECK_MODEL, weights_dir)
+            kwargs["check"] = load_model(CHECK_MODEL, weights_dir, device=device)
+            kwargs.setdefault("check_threshold", float(entry.get("check", {}).get("threshold", 0.5)))
+            kwargs.setdefault("check_context", float(entry.get("io", {}).get("window", {}).get("context", 1.25)))
         return cls(net, meta.get("framing"), threshold, device, **kwargs)
 
     def face_probs(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
@@ -126,28 +157,51 @@ class FaceVerifier(ModelStage):
             p = [net.face_prob(crops[i : i + self.batch_size].to(self.device)).float().cpu() for i in range(0, len(crops), self.batch_size)]
         return torch.cat(p).numpy()
 
+    def check_probs(self, image: np.ndarray, boxes: list[Box]) -> np.ndarray:
+        """Face-check net probability of ``boxes`` (HOG framing) in ``image``; ones when there is no check net."""
+        if "check" not in self.modules:
+            return np.ones(len(boxes), np.float32)
+        if not boxes:
+            return np.zeros(0, np.float32)
+        from faceswap_pipeline.stages.facecheck import check_crops
+
+        crops = check_crops(image, boxes, self.check_size, self.check_context)
+        net = self.modules["check"]
+        with torch.inference_mode():
+            p = [net.face_prob(crops[i : i + self.batch_size].to(self.device)).float().cpu() for i in range(0, len(crops), self.batch_size)]
+        return torch.cat(p).numpy()
+
     def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         for rec in batch:
             if not rec.faces:
                 continue
-            probs = self.face_probs(rec.image, [f.detection.box for f in rec.faces])
+            boxes = [f.detection.box for f in rec.faces]
+            probs = self.face_probs(rec.image, boxes)
+            checks = self.check_probs(rec.image, boxes)
             kept = []
-            for face, p in zip(rec.faces, probs):
-                if p >= self.threshold:
+            for face, p, c in zip(rec.faces, probs, checks):
+                if p >= self.threshold and c >= self.check_threshold:
                     face.attributes["face_prob"] = float(p)
+                    if "check" in self.modules:
+                        face.attributes["check_prob"] = float(c)
                     kept.append(face)
                 else:
-                    log.info("%s: dropped detection %s (score %.3f): 48-net face probability %.3g < %.3g",
-                             rec.key or "image", [round(v, 1) for v in face.detection.box], face.detection.score, p, self.threshold)
+                    why = (f"48-net face probability {p:.3g} < {self.threshold:.3g}" if p < self.threshold
+                           else f"face-check probability {c:.3g} < {self.check_threshold:.3g}")
+                    log.info("%s: dropped detection %s (score %.3f): %s",
+                             rec.key or "image", [round(v, 1) for v in face.detection.box], face.detection.score, why)
             rec.faces = kept
         return batch
 
     def warmup(self) -> None:
         """One forward pass on a blank window (one-off costs before the first photo)."""
-        self.face_probs(np.zeros((self.size, self.size, 3), np.uint8), [(0.0, 0.0, float(self.size), float(self.size))])
+        blank, box = np.zeros((self.size, self.size, 3), np.uint8), [(0.0, 0.0, float(self.size), float(self.size))]
+        self.face_probs(blank, box)
+        self.check_probs(blank, box)
 
     def __repr__(self) -> str:
-        return f"FaceVerifier(threshold={self.threshold}, framing={self.framing})"
+        check = f", check_threshold={self.check_threshold:.4g}" if "check" in self.modules else ", check=None"
+        return f"FaceVerifier(threshold={self.threshold}{check}, framing={self.framing})"
 
 
 def resolve_threshold(verify_threshold: float | str | None) -> float | None:

@@ -46,6 +46,7 @@ from torch import nn
 
 from faceswap_pipeline.ops.nms import N_CAL, box_iou, perturb
 from faceswap_pipeline.ops.windows import crop_windows, octave_pyramid
+from faceswap_pipeline.train.checkpoint import atomic_save
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,27 @@ class CascadeTrainConfig:
     nets: dict[str, dict[str, Any]] = field(default_factory=lambda: {"24net": {"width": 40, "hidden": 160}, "48net": {"width": 24, "hidden": 192}})
     channels_last: bool = True
     bf16: bool = False
+    # ---- colour (issue 15): extra negatives/backgrounds, real-photo positives, fine-tuning
+    nonface_colour: str = ""
+    """colour non-face photos: the train half (:func:`colour_data.half_split`) is used as backgrounds, negatives and for mining"""
+    scenes: str = ""
+    """more colour photos without (prominent) faces, all used like ``nonface_colour``'s train half"""
+    fddb: str = ""
+    """FDDB-style folder (images/, annotations/): train half only: face-free windows and mined false positives as negatives, faces as positives"""
+    fddb_window: tuple[float, float, float] = (0.0, -0.12, 0.95)
+    """FDDB box -> cascade window: centre ``(cx + a w, cy + b h)``, side ``s w`` (w, h: the FDDB box)"""
+    fddb_pos_per_face: int = 8
+    fddb_cal_per_face: int = 4
+    fddb_neg_per_image: int = 40
+    fddb_min_side: float = 16.0
+    init: str = ""
+    """weights folder to start from (fine-tuning; the nets' kwargs must match)"""
+    jpeg_prob: float = 0.0
+    occlude_prob: float = 0.0
+    light_prob: float = 0.0
+    blur_prob: float = 0.0
+    colour_repeat: int = 1
+    """each colour non-face photo counts this many times among the backgrounds and random negatives"""
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +272,10 @@ def face_samples(files: list[Path], bgs: list[torch.Tensor], cfg: CascadeTrainCo
             off = tuple(rng.uniform(-12, 12, 2))
             bg = bgs[int(rng.integers(len(bgs)))]
             c, fb = composite(chip, bg, window, cfg.face_px, cfg.canvas, ang, off, rng)  # type: ignore[arg-type]
+            if cfg.jpeg_prob > 0 and rng.random() < cfg.jpeg_prob:
+                from faceswap_pipeline.train.degrade import jpeg
+
+                c = jpeg(c[None], int(rng.integers(25, 90)))[0]
             canv.append(c)
             faces.append(fb)
             angles.append(ang)
@@ -323,6 +349,91 @@ def mine(detector: Any, bgs: list[torch.Tensor], stages: int, sizes: tuple[int, 
     return out
 
 
+def fddb_windows(faces: np.ndarray, cfg: CascadeTrainConfig) -> torch.Tensor:
+    """Cascade windows (square, xyxy) of FDDB face boxes (``cfg.fddb_window``: centre shift, side)."""
+    a, b, s = cfg.fddb_window
+    f = torch.as_tensor(faces, dtype=torch.float32).reshape(-1, 4)
+    w, h = f[:, 2] - f[:, 0], f[:, 3] - f[:, 1]
+    cx, cy = (f[:, 0] + f[:, 2]) / 2 + a * w, (f[:, 1] + f[:, 3]) / 2 + b * h
+    side = s * w
+    return torch.stack([cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2], 1)
+
+
+def fddb_samples(items: list[tuple[Path, np.ndarray]], cfg: CascadeTrainConfig, seed: int) -> dict[str, torch.Tensor]:
+    """Real-photo positives, calibration samples and face-free negatives from FDDB train-half photos.
+
+    Positives: each annotated face (window side >= ``fddb_min_side``) mapped to the cascade window,
+    jittered like the composites' positives, cropped by the detector's own window crop (zero padding
+    past the photo, as at inference). Negatives: random windows overlapping no (enlarged) face box.
+    """
+    from faceswap_pipeline.train.colour_data import face_free_windows, read_rgb
+
+    rng = np.random.default_rng(seed)
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, list[torch.Tensor]] = {}
+    for p, faces in items:
+        img = _to_tensor(read_rgb(p))
+        pyr = octave_pyramid(img[None])
+        win = fddb_windows(faces, cfg)
+        win = win[(win[:, 2] - win[:, 0]) >= cfg.fddb_min_side]
+        if len(win):
+            n = win.shape[0]
+            pi = torch.arange(n).repeat_interleave(cfg.fddb_pos_per_face)
+            pb = _jitter(win[pi], g, 0.08, (0.87, 1.15))
+            ci = torch.arange(n).repeat_interleave(cfg.fddb_cal_per_face)
+            cl = torch.randint(0, N_CAL, (ci.shape[0],), generator=g)
+            cb = perturb(_jitter(win[ci], g, 0.015, (0.985, 1.015)), cl)
+            for s in (12, 24, 48):
+                out.setdefault(f"pos{s}", []).append(_q(crop_windows(pyr, torch.zeros(len(pb), dtype=torch.long), pb, s)))
+                out.setdefault(f"cal{s}", []).append(_q(crop_windows(pyr, torch.zeros(len(cb), dtype=torch.long), cb, s)))
+            out.setdefault("cal_label", []).append(cl)
+        nb = torch.as_tensor(face_free_windows(tuple(img.shape[1:]), faces, cfg.fddb_neg_per_image, rng), dtype=torch.float32)
+        if len(nb):
+            for s in (12, 24, 48):
+                out.setdefault(f"neg{s}", []).append(_q(crop_windows(pyr, torch.zeros(len(nb), dtype=torch.long), nb, s)))
+    res = {k: torch.cat(v) for k, v in out.items()}
+    log.info("FDDB samples from %d photos: %s", len(items), {k: tuple(v.shape) for k, v in res.items()})
+    return res
+
+
+def face_free(boxes: torch.Tensor, faces: np.ndarray, grow: float = 1.3, max_iou: float = 0.05) -> torch.Tensor:
+    """Mask of candidate windows that overlap no annotated face (enlarged by ``grow``) and are not centred in one."""
+    if len(faces) == 0 or len(boxes) == 0:
+        return torch.ones(len(boxes), dtype=torch.bool)
+    f = torch.as_tensor(faces, dtype=torch.float32).reshape(-1, 4)
+    c = (f[:, :2] + f[:, 2:]) / 2
+    half = (f[:, 2:] - f[:, :2]) * grow / 2
+    big = torch.cat([c - half, c + half], 1)
+    iou = box_iou(boxes.float(), big)
+    bc = (boxes[:, :2] + boxes[:, 2:]) / 2
+    inside = (bc[:, None, 0] >= big[None, :, 0]) & (bc[:, None, 0] <= big[None, :, 2]) & (bc[:, None, 1] >= big[None, :, 1]) & (bc[:, None, 1] <= big[None, :, 3])
+    return (iou.max(1).values <= max_iou) & ~inside.any(1)
+
+
+def mine_photos(detector: Any, items: list[tuple[Path, np.ndarray]], stages: int, sizes: tuple[int, ...]) -> dict[int, torch.Tensor]:
+    """Windows the first ``stages`` levels accept on photos *with* faces, away from every annotated face."""
+    from faceswap_pipeline.stages.detect_cascade import images_to_batch
+    from faceswap_pipeline.train.colour_data import read_rgb
+
+    crops: dict[int, list[torch.Tensor]] = {s: [] for s in sizes}
+    total = 0
+    with torch.inference_mode():
+        for p, faces in items:
+            batch, shapes = images_to_batch([read_rgb(p)])
+            cand = detector.raw_detect(batch, shapes, stages=stages)
+            if len(cand) == 0:
+                continue
+            keep = face_free(cand.boxes, faces)
+            if not keep.any():
+                continue
+            pyr = octave_pyramid(batch)
+            for s in sizes:
+                crops[s].append(_q(crop_windows(pyr, cand.image[keep], cand.boxes[keep], s)))
+            total += int(keep.sum())
+    log.info("mined %d face-free false positives after %d stage(s) on %d photos with faces", total, stages, len(items))
+    return {s: torch.cat(v) if v else torch.zeros((0, 3, s, s), dtype=torch.uint8) for s, v in crops.items()}
+
+
 # --------------------------------------------------------------------------------------------
 # training
 # --------------------------------------------------------------------------------------------
@@ -330,11 +441,49 @@ def mine(detector: Any, bgs: list[torch.Tensor], stages: int, sizes: tuple[int, 
 _LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
 
 
-def augment(x: torch.Tensor, g: torch.Generator, grey_prob: float, flip: bool, lowres_prob: float = 0.3) -> torch.Tensor:
+def augment(
+    x: torch.Tensor, g: torch.Generator, grey_prob: float, flip: bool, lowres_prob: float = 0.3,
+    occlude_prob: float = 0.0, light_prob: float = 0.0, blur_prob: float = 0.0,
+) -> torch.Tensor:
     """uint8 (B, 3, S, S) -> float [0, 1] with random flip, greyscale, low resolution (small faces
-    seen through a larger window: down- then up-sampled), contrast, brightness and noise."""
+    seen through a larger window: down- then up-sampled), contrast, brightness and noise; optionally
+    (colour recipe) Gaussian blur, a side-lit brightness ramp with a gamma change, and an occluding
+    rectangle (flat colour or another sample of the batch) over up to a third of the window."""
     x = x.float() / 255.0
     b, _, size, _ = x.shape
+    if blur_prob > 0:
+        m = torch.rand(b, generator=g) < blur_prob
+        if m.any():
+            sigma = size / 48 * (0.5 + 1.5 * float(torch.rand(1, generator=g)))
+            r = max(1, int(math.ceil(2.5 * sigma)))
+            t = torch.arange(-r, r + 1, dtype=torch.float32)
+            k = torch.exp(-0.5 * (t / sigma) ** 2)
+            k = k / k.sum()
+            xm = F.pad(x[m], (r, r, r, r), mode="replicate")
+            xm = F.conv2d(xm, k.view(1, 1, 1, -1).expand(3, 1, 1, -1), groups=3)
+            x[m] = F.conv2d(xm, k.view(1, 1, -1, 1).expand(3, 1, -1, 1), groups=3)
+    if light_prob > 0:
+        m = (torch.rand(b, generator=g) < light_prob).float().view(b, 1, 1, 1)
+        ang = torch.rand(b, generator=g) * 2 * math.pi
+        lin = torch.linspace(-1, 1, size)
+        ramp = torch.cos(ang).view(b, 1, 1, 1) * lin.view(1, 1, 1, -1) + torch.sin(ang).view(b, 1, 1, 1) * lin.view(1, 1, -1, 1)
+        strength = 0.5 * torch.rand(b, 1, 1, 1, generator=g)
+        gamma = torch.exp((torch.rand(b, 1, 1, 1, generator=g) - 0.5) * 0.8)
+        lit = (x.clamp_min(1e-4) ** gamma) * (1 + strength * ramp)
+        x = m * lit + (1 - m) * x
+    if occlude_prob > 0:
+        m = torch.nonzero(torch.rand(b, generator=g) < occlude_prob).squeeze(1).tolist()
+        for i in m:
+            ow = int(size * (0.2 + 0.35 * float(torch.rand(1, generator=g))))
+            oh = int(size * (0.2 + 0.35 * float(torch.rand(1, generator=g))))
+            side = int(torch.randint(0, 4, (1,), generator=g))  # occluder enters from one side
+            y0 = int(torch.randint(0, size - oh + 1, (1,), generator=g)) if side < 2 else (0 if side == 2 else size - oh)
+            x0 = (0 if side == 0 else size - ow) if side < 2 else int(torch.randint(0, size - ow + 1, (1,), generator=g))
+            j = int(torch.randint(0, b, (1,), generator=g))
+            if float(torch.rand(1, generator=g)) < 0.5:
+                x[i, :, y0 : y0 + oh, x0 : x0 + ow] = torch.rand(3, 1, 1, generator=g)
+            else:
+                x[i, :, y0 : y0 + oh, x0 : x0 + ow] = x[j, :, y0 : y0 + oh, x0 : x0 + ow].clone()
     if size > 12 and lowres_prob > 0:
         m = torch.rand(b, generator=g) < lowres_prob
         if m.any():
@@ -380,13 +529,14 @@ def train_net(
             grp["lr"] = lr
         if is_cal:
             i = torch.randint(0, data["x"].shape[0], (bs,), generator=g)
-            x = augment(data["x"][i], g, cfg.grey_prob, flip=False)
+            x = augment(data["x"][i], g, cfg.grey_prob, flip=False, light_prob=cfg.light_prob, blur_prob=cfg.blur_prob)
             y = data["y"][i]
         else:
             npos = int(bs * cfg.pos_fraction)
             ip = torch.randint(0, data["pos"].shape[0], (npos,), generator=g)
             ineg = torch.randint(0, data["neg"].shape[0], (bs - npos,), generator=g)
-            x = augment(torch.cat([data["pos"][ip], data["neg"][ineg]]), g, cfg.grey_prob, flip=True)
+            x = augment(torch.cat([data["pos"][ip], data["neg"][ineg]]), g, cfg.grey_prob, flip=True,
+                        occlude_prob=cfg.occlude_prob, light_prob=cfg.light_prob, blur_prob=cfg.blur_prob)
             y = torch.cat([torch.ones(npos, dtype=torch.long), torch.zeros(bs - npos, dtype=torch.long)])
         if cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -429,7 +579,7 @@ def cal_accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 @torch.inference_mode()
-def dev_face_prob(net: nn.Module, x: torch.Tensor, seed: int) -> torch.Tensor:
+def dev_face_prob(net: nn.Module, x: torch.Tensor, seed: int) -> torch.Tensor:  # noqa: D401
     """Face probability of held-out positives converted to greyscale (with the training's
     contrast/brightness/noise jitter).
 
@@ -569,6 +719,24 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
         nf_train, nf_hold = nf_train[: cfg.max_nonface], nf_hold[: max(1, cfg.max_nonface // 9)]
     log.info("UTK train split: %d files (%d train, %d dev); non-face: %d train, %d held out", len(files), len(train_files), len(dev_files), len(nf_train), len(nf_hold))
     bgs = _load_bgs(nf_train)
+    mine_bgs = list(bgs)
+    colour_files: list[Path] = []
+    if cfg.nonface_colour or cfg.scenes:
+        from faceswap_pipeline.train.colour_data import half_split, image_files
+
+        if cfg.nonface_colour:
+            colour_files += half_split(image_files(cfg.nonface_colour))[0]
+        if cfg.scenes:
+            colour_files += image_files(cfg.scenes)
+        colour_bgs = _load_bgs(colour_files)
+        mine_bgs += colour_bgs
+        bgs += colour_bgs * max(1, int(cfg.colour_repeat))  # colour as often as the grey photos' share warrants
+        log.info("colour non-face photos: %d (x%d as backgrounds/negatives)", len(colour_files), cfg.colour_repeat)
+    fddb_train: list[tuple[Path, np.ndarray]] = []
+    if cfg.fddb:
+        from faceswap_pipeline.train.colour_data import fddb_items
+
+        fddb_train = fddb_items(cfg.fddb, "train")
 
     cache = out / "samples.pt"
     if cache.is_file():
@@ -579,10 +747,33 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
         S = {f"face_{k}": v for k, v in face_samples(train_files, bgs, cfg, cfg.seed).items()}
         S.update({f"dev_{k}": v for k, v in face_samples(dev_files, bgs, cfg, cfg.seed + 1).items()})
         S.update({f"nf_{k}": v for k, v in nonface_samples(bgs, cfg, cfg.seed + 2).items()})
-        torch.save(S, cache)
+        if fddb_train:
+            S.update({f"fddb_{k}": v for k, v in fddb_samples(fddb_train, cfg, cfg.seed + 3).items()})
+        atomic_save(S, cache)
         log.info("samples made in %.0f s: %s", time.time() - t, {k: tuple(v.shape) for k, v in S.items()})
 
     nets = build_nets(cfg)
+    if cfg.init:
+        from faceswap_pipeline.weights import load_model
+
+        for m in nets:
+            nets[m].load_state_dict(load_model(f"cascade.{m}", cfg.init).float().state_dict())
+        log.info("initialised the six nets from %s", cfg.init)
+
+    def pool(kind: str, s: int) -> list[torch.Tensor]:
+        """The face-derived tensors of a kind: composites (+ FDDB train-half photos)."""
+        return [S[f"face_{kind}{s}"]] + ([S[f"fddb_{kind}{s}"]] if f"fddb_{kind}{s}" in S else [])
+
+    def negs(s: int) -> list[torch.Tensor]:
+        return [S[f"nf_neg{s}"], S[f"face_neg{s}"]] + ([S[f"fddb_neg{s}"]] if f"fddb_neg{s}" in S else [])
+
+    def mine_all(det: Any, stages: int, size: int, seed: int) -> dict[int, torch.Tensor]:
+        got = mine(det, mine_bgs, stages, (size,), cfg.max_mined, seed)[size]
+        if fddb_train:
+            got = torch.cat([got, mine_photos(det, fddb_train, stages, (size,))[size]])
+        if got.shape[0] > cfg.max_mined:
+            got = got[torch.randperm(got.shape[0], generator=torch.Generator().manual_seed(seed))[: cfg.max_mined]]
+        return {size: got}
     report: dict[str, Any] = {"members": {}, "faces": {"train": len(train_files), "dev": len(dev_files)}}
     prev = json.loads((out / "report.json").read_text()).get("members", {}) if (out / "report.json").is_file() else {}
     thresholds = [0.5, 0.5, 0.5]
@@ -606,14 +797,15 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
             log.info("%s: resumed from checkpoint", m)
             return blob["info"]
         info = train_net(m, nets[m], data, cfg, seed, writer)
-        torch.save({"state_dict": nets[m].state_dict(), "info": info}, ckpt(m))
+        atomic_save({"state_dict": nets[m].state_dict(), "info": info}, ckpt(m))
         return info
 
     def cal_data(s: int) -> dict[str, torch.Tensor]:
-        return {"x": S[f"face_cal{s}"], "y": S["face_cal_label"]}
+        y = [S["face_cal_label"]] + ([S["fddb_cal_label"]] if "fddb_cal_label" in S else [])
+        return {"x": torch.cat(pool("cal", s)), "y": torch.cat(y)}
 
     # ---- level 12
-    info = fit("12net", {"pos": S["face_pos12"], "neg": torch.cat([S["nf_neg12"], S["face_neg12"]])}, cfg.seed + 10)
+    info = fit("12net", {"pos": torch.cat(pool("pos", 12)), "neg": torch.cat(negs(12))}, cfg.seed + 10)
     pdev = dev_face_prob(nets["12net"], S["dev_pos12"], cfg.seed + 40)
     thresholds[0] = level_threshold(pdev, 0)
     info["dev_neg_reject"] = round(float((face_prob(nets["12net"], S["dev_neg12"]) <= thresholds[0]).float().mean()), 4)
@@ -624,10 +816,10 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
 
     # mining, held-out false positives and the framing fit run in float32 on every machine
     det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")}, precision="fp32")
-    mined = mine(det, bgs, 1, (24,), cfg.max_mined, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
+    mined = mine_all(det, 1, 24, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
     # ---- level 24
-    neg24 = torch.cat([mined[24], S["nf_neg24"], S["face_neg24"]])
-    info = fit("24net", {"pos": S["face_pos24"], "neg": neg24}, cfg.seed + 12)
+    neg24 = torch.cat([mined[24], *negs(24)])
+    info = fit("24net", {"pos": torch.cat(pool("pos", 24)), "neg": neg24}, cfg.seed + 12)
     pdev = dev_face_prob(nets["24net"], S["dev_pos24"], cfg.seed + 40)
     thresholds[1] = level_threshold(pdev, 1)
     report["members"]["24net"] = {**info, "threshold": thresholds[1], "mined_negatives": int(mined[24].shape[0]) or prev.get("24net", {}).get("mined_negatives", 0)}
@@ -637,10 +829,10 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     log.info("24: %s", report["members"])
 
     det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")}, precision="fp32")
-    mined = mine(det, bgs, 2, (48,), cfg.max_mined, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
+    mined = mine_all(det, 2, 48, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
     # ---- level 48
-    neg48 = torch.cat([mined[48], S["nf_neg48"], S["face_neg48"]])
-    info = fit("48net", {"pos": S["face_pos48"], "neg": neg48}, cfg.seed + 14)
+    neg48 = torch.cat([mined[48], *negs(48)])
+    info = fit("48net", {"pos": torch.cat(pool("pos", 48)), "neg": neg48}, cfg.seed + 14)
     pdev = dev_face_prob(nets["48net"], S["dev_pos48"], cfg.seed + 40)
     thresholds[2] = level_threshold(pdev, 2)
     report["members"]["48net"] = {**info, "threshold": thresholds[2], "mined_negatives": int(mined[48].shape[0]) or prev.get("48net", {}).get("mined_negatives", 0)}
@@ -746,6 +938,18 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     p.add_argument("--steps-scale", type=float, default=1.0, help="multiply every net's step count (smoke tests: 0.01)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the training forward/backward (weights, BatchNorm and the optimiser stay float32)")
     p.add_argument("--no-channels-last", action="store_true", help="train in NCHW instead of channels_last (same maths, slower on CPU)")
+    p.add_argument("--nonface-colour", default=None, help="colour non-face photos (the train half, colour_data.half_split, is used)")
+    p.add_argument("--scenes", default=None, help="more colour photos without faces (all used as backgrounds / negatives)")
+    p.add_argument("--fddb", default=None, help="FDDB-style folder (images/, annotations/): its train half gives real-photo positives, face-free negatives and mined false positives")
+    p.add_argument("--fddb-window", default=None, help="FDDB box -> cascade window 'a,b,s': centre (cx + a w, cy + b h), side s w")
+    p.add_argument("--init", default=None, help="weights folder to fine-tune from (same net widths)")
+    p.add_argument("--lr", type=float, default=None, help=f"peak learning rate (default {CascadeTrainConfig.lr})")
+    p.add_argument("--grey-prob", type=float, default=None, help=f"fraction of training windows turned grey (default {CascadeTrainConfig.grey_prob})")
+    p.add_argument("--jpeg-prob", type=float, default=None, help="fraction of face composites JPEG-compressed (quality 25-90)")
+    p.add_argument("--occlude-prob", type=float, default=None, help="fraction of detection-net windows partly occluded")
+    p.add_argument("--light-prob", type=float, default=None, help="fraction of windows side-lit (brightness ramp + gamma)")
+    p.add_argument("--blur-prob", type=float, default=None, help="fraction of windows Gaussian-blurred")
+    p.add_argument("--colour-repeat", type=int, default=None, help="weight of each colour non-face photo among backgrounds/negatives")
     p.add_argument("--config", default=None, help="JSON file of CascadeTrainConfig fields (flags override)")
     a = p.parse_args(argv)
     cfg = CascadeTrainConfig()
@@ -758,6 +962,11 @@ def _parse(argv: list[str] | None) -> CascadeTrainConfig:
     cfg.seed, cfg.threads, cfg.max_minutes, cfg.n_faces, cfg.dev_faces = a.seed, a.threads, a.max_minutes, a.n_faces, a.dev_faces
     cfg.max_nonface, cfg.framing_faces = a.max_nonface, a.framing_faces
     cfg.rot_prob, cfg.rot_max = a.rot_prob, a.rot_max
+    for k in ("nonface_colour", "scenes", "fddb", "init", "lr", "grey_prob", "jpeg_prob", "occlude_prob", "light_prob", "blur_prob", "colour_repeat"):
+        if getattr(a, k) is not None:
+            setattr(cfg, k, getattr(a, k))
+    if a.fddb_window:
+        cfg.fddb_window = tuple(float(x) for x in a.fddb_window.split(","))  # type: ignore[assignment]
     if a.bf16:
         cfg.bf16 = True
     if a.no_channels_last:
