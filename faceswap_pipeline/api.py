@@ -167,6 +167,7 @@ def load_pipeline(
     blend: str = "feather",
     mask: str = "landmarks",
     landmarks: str = "cnn",
+    fallback: str | None = "auto",
     harmonise: str = "auto",
     faces: str | int | list[int] = "all",
     strength: float = 1.0,
@@ -197,6 +198,10 @@ def load_pipeline(
             earlier default) or ``"rect"`` (the seed's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
+        fallback: a second detector for photos the first found no face in
+            (:class:`~faceswap_pipeline.stages.detect_fallback.SecondPass`): ``"auto"`` (default:
+            the cascade after HOG, which evens out HOG's miss rates across skin tones; none after
+            the cascade), ``"hog"``, ``"cascade"`` or None.
         harmonise: skin-tone harmonisation at paste-back (the neck, ears and forehead around a
             face follow its new tone; :mod:`faceswap_pipeline.ops.harmonise`): ``"auto"``
             (default: race swaps), ``"on"`` or ``"off"``.
@@ -240,6 +245,13 @@ def load_pipeline(
     if not 0.0 <= float(strength) <= 1.0:
         raise ValueError(f"strength must be in [0, 1], got {strength}")
     stages: list[Any] = [load_detector(detector, dev, weights_dir, verify_threshold, **(detector_kwargs or {}))]
+    second = ("cascade" if detector == "hog" else None) if fallback == "auto" else fallback
+    if second is not None:
+        if second not in DETECTORS or second == detector:
+            raise ValueError(f"fallback must be 'auto', None or a detector other than {detector!r} ({', '.join(DETECTORS)}), not {fallback!r}")
+        from faceswap_pipeline.stages.detect_fallback import SecondPass
+
+        stages.append(SecondPass(load_detector(second, dev, weights_dir, verify_threshold)))
     if faces != "all":
         from faceswap_pipeline.stages.select import FaceSelector
 

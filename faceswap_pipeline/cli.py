@@ -21,7 +21,7 @@ _PASSTHROUGH = {
     "prepare": ("faceswap_pipeline.train.prepare", "build 128x128 training packs from a labelled face folder"),
     "evaluate": ("faceswap_pipeline.train.evaluate", "measure a swap: a finished run (IN_DIR OUT_DIR) or a generator on a validation pack"),
 }
-TRAIN_FAMILIES = ("attributes", "cyclegan", "srresnet", "cascade")
+TRAIN_FAMILIES = ("attributes", "cyclegan", "srresnet", "cascade", "facecheck")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how the 128 px face is enlarged for paste-back: SRResNet x4 for faces pasted above 128 px, or bicubic (default: %(default)s)")
     p.add_argument("--feather", type=_float_in(0.0, 0.5), default=0.12,
                    help="blend fall-off, fraction of face size, 0-0.5 (default: %(default)s)")
+    p.add_argument("--fallback", choices=("auto", "none", "hog", "cascade"), default="auto",
+                   help="second detector for photos the first found no face in; auto: the cascade after HOG, "
+                        "which evens out HOG's misses across skin tones (default: %(default)s)")
     p.add_argument("--faces", type=_face_policy, default="all", metavar="POLICY",
                    help="which faces to transform: all, largest, 'min-size N' (shorter box side >= N px) or indices such as 0,2 "
                         "(detection order); the others stay as they are (default: %(default)s)")
@@ -297,7 +300,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
-        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, faces=a.faces, strength=a.strength,
+        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
     report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))

@@ -10,7 +10,7 @@ from faceswap_pipeline.pipeline import Pipeline
 from faceswap_pipeline.stages.crop import CropLetterbox
 from faceswap_pipeline.stages.detect_hog import HogDetector
 from faceswap_pipeline.stages.translate import Translator
-from faceswap_pipeline.types import ImageRecord
+from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
 
 ASTRONAUT_FACE = (175.0, 76.0, 266.0, 167.0)  # dlib HOG box (upsample 1), see conftest
 
@@ -97,7 +97,7 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
     pipe.process([bad, good])
     assert bad.error and bad.error.startswith("detect: ValueError")
     assert good.error is None and good.result is not None and len(good.faces) >= 1
-    assert set(good.timings) == {"detect", "verify", "crop", "landmarks", "translate", "upscale", "blend"}
+    assert set(good.timings) == {"detect", "verify", "detect_fallback", "crop", "landmarks", "translate", "upscale", "blend"}
 
 
 def test_refuses_to_run_without_trained_weights(tmp_path):
@@ -119,7 +119,7 @@ def test_pipeline_with_srresnet_upscales_large_faces(astronaut, tiny_weights):
     # x1.5: the face window (tiny weights' framing 1.1/1.5/1.1/1.3, ~165 x 245 px) is pasted at 129-256 px -> SR x2
     big = np.asarray(Image.fromarray(astronaut).resize((768, 768), Image.Resampling.BICUBIC))
     pipe = fp.load_pipeline("male2female", upscaler="srresnet", device="cpu", weights_dir=folder)
-    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "landmarks", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "detect_fallback", "crop", "landmarks", "translate", "upscale", "blend"]
     recs = pipe.process([ImageRecord(image=big), ImageRecord(image=astronaut[::2, ::2].copy())])
     (f_big,) = [f for f in recs[0].faces if f.detection.score > 1]
     side = max(f_big.transform.box[2] - f_big.transform.box[0], f_big.transform.box[3] - f_big.transform.box[1])
@@ -146,7 +146,7 @@ def test_cascade_is_a_drop_in_detector(multi_face_canvas, astronaut, tiny_weight
 
 def test_auto_gender_picks_the_direction_per_face(astronaut, tiny_weights):
     pipe = fp.load_pipeline("auto-gender", device="cpu", weights_dir=tiny_weights)  # attribute net: shipped
-    assert [s.name for s in pipe.stages] == ["detect", "verify", "crop", "landmarks", "classify", "direction", "translate", "upscale", "blend"]
+    assert [s.name for s in pipe.stages] == ["detect", "verify", "detect_fallback", "crop", "landmarks", "classify", "direction", "translate", "upscale", "blend"]
     _, faces = pipe(astronaut)
     face = max(faces, key=lambda f: f.detection.score)
     assert face.attributes["p_female"] > 0.5  # Eileen Collins
@@ -171,3 +171,32 @@ def test_shipped_generators_end_to_end(astronaut, direction):
     diff = np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean()
     assert 1.0 < diff < 60.0  # the face was changed, and it is still a photo of a face, not noise
     assert face.crop.shape == (3, 128, 128) and 0 <= float(face.output.min()) and float(face.output.max()) <= 1
+
+
+def test_second_pass_runs_only_where_the_first_detector_found_nothing(astronaut):
+    from faceswap_pipeline.stages.detect_fallback import SecondPass
+
+    calls: list[int] = []
+
+    class Fixed:
+        def __call__(self, recs):
+            calls.append(len(recs))
+            for r in recs:
+                r.faces = [FaceRecord(Detection((1.0, 2.0, 30.0, 31.0), 0.9))]
+            return recs
+
+    blank = ImageRecord(image=np.full((64, 64, 3), 128, np.uint8))
+    pipe = Pipeline([HogDetector(threshold=0.5), SecondPass(Fixed())])
+    face, empty = pipe.process([ImageRecord(image=astronaut), blank])
+    assert calls == [1]  # only the photo HOG found no face in
+    assert len(face.faces) == 1 and face.faces[0].actions == []
+    assert empty.faces[0].detection.box == (1.0, 2.0, 30.0, 31.0) and empty.faces[0].actions == ["second_pass"]
+
+
+def test_default_pipeline_has_the_cascade_as_second_pass(tiny_weights):
+    stages = [s.name for s in fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights).stages]
+    assert stages[:3] == ["detect", "verify", "detect_fallback"]
+    stages = [s.name for s in fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights).stages]
+    assert "detect_fallback" not in stages
+    with pytest.raises(ValueError, match="fallback"):
+        fp.load_pipeline("male2female", fallback="hog", device="cpu", weights_dir=tiny_weights)

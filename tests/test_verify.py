@@ -46,7 +46,7 @@ def test_threshold_zero_keeps_everything_and_bad_thresholds_fail(astronaut):
 
 def test_pipeline_verifies_the_detections_of_both_detectors(tiny_weights):
     hog = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights)
-    assert [s.name for s in hog.stages][:3] == ["detect", "verify", "crop"]
+    assert [s.name for s in hog.stages][:3] == ["detect", "verify", "detect_fallback"]
     off = fp.load_pipeline("male2female", device="cpu", weights_dir=tiny_weights, verify_threshold=None)
     assert "verify" not in [s.name for s in off.stages]
     cascade = fp.load_pipeline("male2female", detector="cascade", device="cpu", weights_dir=tiny_weights)

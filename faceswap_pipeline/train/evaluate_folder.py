@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -37,16 +36,12 @@ from faceswap_pipeline.ops.geometry import CHIP_RESCALE
 
 log = logging.getLogger(__name__)
 
-UTK_NAME = re.compile(r"^(\d+)_([01])_([0-4])_")
-"""UTKFace's file names: ``<age>_<gender>_<race>_<date>...``."""
-
-
 def labels_from_name(name: str) -> dict[str, Any] | None:
-    """``{"age", "gender", "race"}`` from a UTKFace-style file name, or None."""
-    m = UTK_NAME.match(Path(name).name)
-    if not m:
-        return None
-    return {"age": int(m.group(1)), "gender": GENDERS[int(m.group(2))], "race": RACES[int(m.group(3))]}
+    """``{"age", "gender", "race"}`` (names) from a UTKFace-style file name, or None."""
+    from faceswap_pipeline.train.splits import parse_utk_name
+
+    lab = parse_utk_name(name)
+    return None if lab is None else {"age": lab.age, "gender": GENDERS[lab.gender], "race": RACES[lab.race]}
 
 
 def direction_of_run(out_dir: str | Path) -> str | None:
