@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import faceswap_pipeline as fp
-from faceswap_pipeline.io import _orient, read_image, write_image
+from faceswap_pipeline.io import read_image, write_image
+from faceswap_pipeline.io.read import _orient
 from faceswap_pipeline.stages.blend import is_greyscale
 
 
