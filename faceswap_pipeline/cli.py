@@ -291,7 +291,7 @@ def _batch_size(a: argparse.Namespace) -> int:
 
 def cmd_run(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_pipeline
-    from faceswap_pipeline.folder import check_paths
+    from faceswap_pipeline.folder import FolderRun, check_paths
 
     check_paths(a.input_dir, a.output_dir, report_path=a.report)  # before any model is loaded
     det_kw = _detector_kwargs(a)
@@ -303,14 +303,17 @@ def cmd_run(a: argparse.Namespace) -> int:
         blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
-    report = pipe.run_folder(a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite, report=a.report, progress=_progress(a))
-    return _finish(report, "run")
+    run = FolderRun.for_pipeline(pipe, a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite,
+                                 report_path=a.report, progress=_progress(a))
+    return _finish(run.run(), "run")
 
 
 def cmd_detect(a: argparse.Namespace) -> int:
+    """Detection through the same pipeline and runner as ``run`` (a failing image fails alone); only
+    the faces' boxes, scores and face probabilities are reported, nothing is written."""
     from faceswap_pipeline.api import load_detector
-    from faceswap_pipeline.folder import ItemResult, check_paths, run_folder
-    from faceswap_pipeline.types import ImageRecord
+    from faceswap_pipeline.folder import FolderRun, check_paths, detection_summary
+    from faceswap_pipeline.pipeline import Pipeline
 
     check_paths(a.input_dir, None, write_outputs=False, report_path=a.output)
     if a.report:
@@ -318,20 +321,10 @@ def cmd_detect(a: argparse.Namespace) -> int:
     det_kw = _detector_kwargs(a)
     _set_threads(a.threads)
     det = load_detector(a.detector, a.device, a.weights_dir, _verify_threshold(a), **det_kw)
-
-    def face_dict(face):
-        d = face.detection.to_dict()
-        if "face_prob" in face.attributes:
-            d["face_prob"] = round(face.attributes["face_prob"], 4)
-        return d
-
-    def process(items):
-        recs = det([ImageRecord(image=it.rgb) for it in items])  # the same detect + verify path as the pipeline
-        return [ItemResult(image=None, info={"faces": [face_dict(f) for f in r.faces], "n_faces": len(r.faces)}) for r in recs]
-
-    report = run_folder(a.input_dir, None, process, batch_size=_batch_size(a), overwrite=a.overwrite,
-                        report_path=a.output, write_outputs=False, progress=_progress(a),
-                        settings={"command": "detect", **det.settings()}, on_start=det.warmup)
+    run = FolderRun.for_pipeline(Pipeline([det]), a.input_dir, None, batch_size=_batch_size(a),
+                                 settings={"command": "detect", **det.settings()}, describe_face=detection_summary,
+                                 overwrite=a.overwrite, report_path=a.output, write_outputs=False, progress=_progress(a))
+    report = run.run()
     if a.report and Path(a.report) != a.output:
         report.save(a.report)
     return _finish(report, "detect")
@@ -339,19 +332,15 @@ def cmd_detect(a: argparse.Namespace) -> int:
 
 def cmd_upscale(a: argparse.Namespace) -> int:
     from faceswap_pipeline.api import load_upscaler
-    from faceswap_pipeline.folder import ItemResult, check_paths, run_folder
+    from faceswap_pipeline.folder import FolderRun, UpscaleBatch, check_paths
 
     check_paths(a.input_dir, a.output_dir, report_path=a.report)
     _set_threads(a.threads)
     kw = {"tile": a.tile} if a.upscaler == "srresnet" else {}
     up = load_upscaler(a.upscaler, scale=a.scale, device=a.device, weights_dir=a.weights_dir, **kw)
-
-    def process(items):
-        return [ItemResult(image=up(it.rgb), info={"scale": a.scale}) for it in items]
-
-    report = run_folder(a.input_dir, a.output_dir, process, batch_size=1, overwrite=a.overwrite,
-                        report_path=a.report, progress=_progress(a), settings={"command": "upscale", **up.settings()})
-    return _finish(report, "upscale")
+    run = FolderRun(a.input_dir, a.output_dir, UpscaleBatch(up, a.scale), batch_size=1, overwrite=a.overwrite,
+                    report_path=a.report, progress=_progress(a), settings={"command": "upscale", **up.settings()})
+    return _finish(run.run(), "upscale")
 
 
 def cmd_demo(a: argparse.Namespace) -> int:

@@ -10,12 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from faceswap_pipeline.stages.base import Stage
 from faceswap_pipeline.types import FaceRecord, ImageRecord
 
 if TYPE_CHECKING:
     from faceswap_pipeline.folder import FolderReport
-    from faceswap_pipeline.io import LoadedImage
+    from faceswap_pipeline.stages.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +77,8 @@ class Pipeline:
         """Load what the stages load lazily and run each network once on a dummy input.
 
         One-off costs (importing dlib, building the detector, first-call set-up of the networks)
-        are paid here instead of inside the first photo; :meth:`run_folder` calls it before its
-        progress bar starts.
+        are paid here instead of inside the first photo; a folder run calls it before its progress
+        bar starts.
         """
         for s in self.stages:
             fn = getattr(s, "warmup", None)
@@ -158,34 +157,6 @@ class Pipeline:
             raise PipelineError(rec.error)
         return (rec.result if rec.result is not None else rec.image.copy()), rec.faces
 
-    def process_loaded(self, items: list[LoadedImage]) -> list[Any]:
-        """Folder-runner adapter: process decoded files, return an ``ItemResult`` or exception each.
-
-        Each result's ``info`` has ``faces``, ``n_faces`` and ``stage_s`` (this image's seconds
-        per stage, see the class docstring); when several images were processed together it also
-        has ``batch``: ``{"images": n, "faces": m, "stage_s": {stage: seconds for the whole batch}}``.
-        """
-        from faceswap_pipeline.folder import ItemResult
-
-        batch_s: dict[str, float] = {}
-        recs = self.process([ImageRecord(image=it.rgb, key=str(it.path)) for it in items], batch_timings=batch_s)
-        batch = None
-        if len(recs) > 1:
-            batch = {"images": len(recs), "faces": sum(len(r.faces) for r in recs), "stage_s": _round(batch_s)}
-        out: list[Any] = []
-        for rec in recs:
-            if rec.error:
-                out.append(PipelineError(rec.error))
-                continue
-            info: dict[str, Any] = {"faces": [f.to_dict() for f in rec.faces], "n_faces": len(rec.faces),
-                                    "stage_s": _round(rec.timings)}
-            if batch is not None:
-                info["batch"] = batch
-            changed = rec.result is not None and any(f.output is not None for f in rec.faces)
-            # image=None: nothing was swapped, the runner copies the input file losslessly
-            out.append(ItemResult(image=rec.result if changed else None, info=info, process_s=sum(rec.timings.values())))
-        return out
-
     def run_folder(
         self,
         in_dir: str | os.PathLike[str],
@@ -197,6 +168,9 @@ class Pipeline:
         progress: bool | Any = True,
     ) -> FolderReport:
         """Process every image under ``in_dir`` into the same relative paths under ``out_dir``.
+
+        Shorthand for ``FolderRun.for_pipeline(self, in_dir, out_dir, ...).run()`` (see
+        :class:`~faceswap_pipeline.folder.FolderRun`).
 
         Existing outputs are skipped unless ``overwrite`` (so a re-run resumes); unreadable
         files are reported and skipped; outputs are written atomically with the input's format,
@@ -220,21 +194,12 @@ class Pipeline:
             The :class:`~faceswap_pipeline.folder.FolderReport` (also written as JSON to
             ``report`` when given); ``.exit_code`` is 1 if any file failed.
         """
-        from faceswap_pipeline.folder import run_folder
+        from faceswap_pipeline.folder import FolderRun
 
-        if batch_size is None:
-            on_gpu = any(getattr(getattr(s, "device", None), "type", None) == "cuda" for s in self.stages)
-            batch_size = 8 if on_gpu else 1
-        return run_folder(
-            in_dir, out_dir, self.process_loaded, batch_size=batch_size, overwrite=overwrite, report_path=report,
-            progress=progress, settings={"command": "run", **self.settings()}, on_start=self.warmup,
-        )
+        return FolderRun.for_pipeline(self, in_dir, out_dir, batch_size=batch_size, overwrite=overwrite,
+                                      report_path=report, progress=progress).run()
 
 
 def _fail(rec: ImageRecord, stage: str, e: Exception) -> None:
     rec.error = f"{stage}: {type(e).__name__}: {e}"
     log.warning("%s failed at stage %s: %s", rec.key or "image", stage, e)
-
-
-def _round(d: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 5) for k, v in d.items()}

@@ -385,12 +385,12 @@ def test_to_jsonable():
 
 
 def test_read_ahead_respects_the_pixel_budget(tmp_path, astro):
-    from faceswap_pipeline.folder import _ReadAhead
+    from faceswap_pipeline.folder.readahead import ReadAhead
 
     for i in range(8):
         Image.fromarray(astro).save(tmp_path / f"{i}.png")  # 65,536 pixels each
     jobs = [(i, tmp_path / f"{i}.png", None) for i in range(8)]
-    reader = _ReadAhead(jobs, num_readers=2, max_pixels=None, pixel_budget=150_000, max_queued=10)
+    reader = ReadAhead(jobs, num_readers=2, max_pixels=None, pixel_budget=150_000, max_queued=10)
     try:
         got = []
         while (item := reader.next()) is not None:
@@ -446,9 +446,9 @@ def test_webp_lossless_kept(tmp_path, astro):
 
 
 def test_progress_bar_path(tmp_path, astro, monkeypatch, capsys):
-    import faceswap_pipeline.folder as folder
+    import faceswap_pipeline.folder.runner as runner
 
-    monkeypatch.setattr(folder, "_should_show_progress", lambda progress: progress)
+    monkeypatch.setattr(runner, "should_show", lambda progress: progress)
     src = tmp_path / "in"
     src.mkdir()
     for i in range(3):

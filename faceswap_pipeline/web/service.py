@@ -425,7 +425,8 @@ class SwapService:
         return res
 
     def _swap_sync(self, upload: BinaryIO, name: str, opts: SwapOptions, t_queued: float) -> StoredResult:
-        from faceswap_pipeline.folder import _write_output
+        from faceswap_pipeline.folder import PipelineBatch
+        from faceswap_pipeline.folder.writer import write_output
         from faceswap_pipeline.io import ImageReadError, read_image
 
         t0 = time.perf_counter()
@@ -444,13 +445,13 @@ class SwapService:
             t_decoded = time.perf_counter()
             pipe = self.pipeline(opts)
             t_loaded = time.perf_counter()
-            (item,) = pipe.process_loaded([loaded])
+            (item,) = PipelineBatch(pipe)([loaded])
             if isinstance(item, BaseException):
                 raise WebError(500, "processing_failed", f"{name}: the pipeline failed: {item}")
             t_processed = time.perf_counter()
             suffix = output_suffix(name, loaded.format)
             result_file = folder / f"result{suffix}"
-            err, _, written = _write_output(loaded, result_file, item.image, None)
+            err, _, written = write_output(loaded, result_file, item.image, None)
             if err is not None:
                 raise WebError(500, "encode_failed", f"{name}: could not write the result: {err}")
             out_rgb = loaded.rgb if item.image is None else item.image
