@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("faceswap_pipeline.io")  # the name users see on its messages
 
 EXIF_HEADER = b"Exif\x00\x00"
 ORIENTATION_TAG = 0x0112

@@ -42,7 +42,7 @@ from faceswap_pipeline.io.metadata import (
     webp_is_lossless,
 )
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("faceswap_pipeline.io")  # the name users see on its messages
 
 #: Default pixel limit of :func:`read_image`: Pillow's own hard decompression-bomb limit
 #: (``2 * PIL.Image.MAX_IMAGE_PIXELS`` = 178,956,970 pixels, e.g. 16,000 x 11,000).

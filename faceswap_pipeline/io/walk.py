@@ -9,7 +9,7 @@ from pathlib import Path
 
 from faceswap_pipeline.io.image import PathLike
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("faceswap_pipeline.io")  # the name users see on its messages
 
 #: Suffixes (lower case, with the dot) that :func:`iter_images` picks up by default.
 IMAGE_EXTENSIONS: tuple[str, ...] = (

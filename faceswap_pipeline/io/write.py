@@ -49,7 +49,7 @@ import numpy as np
 from faceswap_pipeline.io.image import LoadedImage, PathLike, to_uint8_rgb
 from faceswap_pipeline.io.metadata import EXIF_HEADER
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("faceswap_pipeline.io")  # the name users see on its messages
 
 #: Output suffix -> Pillow format name used by :func:`write_image`.
 SUFFIX_TO_FORMAT: dict[str, str] = {
