@@ -58,15 +58,50 @@ ARMS: dict[str, list[str]] = {
 }
 
 
-def _val_faces(pack_path: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Held-out adult validation faces per gender (18-70, crop inside the photo), fixed random draw."""
+def _domain(name: str) -> tuple[str, int]:
+    """``("gender" | "race", code)`` of a domain name such as ``"female"`` or ``"asian"``."""
+    from faceswap_pipeline.labels import GENDERS, RACES
+
+    if name in GENDERS:
+        return "gender", GENDERS.index(name)
+    if name in RACES:
+        return "race", RACES.index(name)
+    raise ValueError(f"unknown domain {name!r}: one of {GENDERS + RACES}")
+
+
+def pair_flags(pair: tuple[str, str]) -> list[str]:
+    """Trainer flags that make the CycleGAN's two domains ``pair`` (adults 18-70, crop inside the photo).
+
+    Race pairs balance gender inside each domain (so a model learns race, not gender) and point the
+    attribute guidance at the race head, comparing only the pair's two races.
+    """
+    (head, a), (head_b, b) = _domain(pair[0]), _domain(pair[1])
+    if head != head_b:
+        raise ValueError(f"a pair is two genders or two races, not {pair}")
+    adult = "age>=18,age<=70,pad<=0.02"
+    flags = ["--select-m", f"{head}={a},{adult}", "--select-f", f"{head}={b},{adult}"]
+    if head == "race":
+        flags += ["--domain-m", pair[0], "--domain-f", pair[1], "--attr-head", "race", "--attr-class-m", str(a),
+                  "--attr-class-f", str(b), "--balance", "gender"]
+    return flags
+
+
+def directions(pair: tuple[str, str]) -> list[tuple[str, str, str]]:
+    """``(direction, source, target)`` both ways."""
+    m, f = pair
+    return [(f"{m}2{f}", m, f), (f"{f}2{m}", f, m)]
+
+
+def _val_faces(pack_path: Path, n: int, seed: int = 0, pair: tuple[str, str] = ("male", "female")) -> dict[str, np.ndarray]:
+    """Held-out adult validation faces per domain (18-70, crop inside the photo), fixed random draw."""
     from faceswap_pipeline.train.packs import FacePack
 
     pack = FacePack(pack_path)
     rng = np.random.default_rng(seed)
     out = {}
-    for g in ("male", "female"):
-        idx = pack.select(gender=g, min_age=18, max_age=70, max_pad=0.02)
+    for g in pair:
+        head, code = _domain(g)
+        idx = pack.select(**{head: code}, min_age=18, max_age=70, max_pad=0.02)
         out[g] = np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False))
     return out
 
@@ -74,7 +109,7 @@ def _val_faces(pack_path: Path, n: int, seed: int = 0) -> dict[str, np.ndarray]:
 class Scorer:
     """Judge + attribute net + cached descriptors of the validation faces."""
 
-    def __init__(self, val_pack: Path, n: int, cache: Path, weights_dir: str | None) -> None:
+    def __init__(self, val_pack: Path, n: int, cache: Path, weights_dir: str | None, pair: tuple[str, str] = ("male", "female")) -> None:
         from faceswap_pipeline.train.judge import Judge, describe
         from faceswap_pipeline.train.packs import FacePack, atomic_savez
         from faceswap_pipeline.weights import load_model
@@ -82,12 +117,13 @@ class Scorer:
         pack = FacePack(val_pack)
         self.rescale = tuple(pack.meta.get("framing", {}).get("rescale", CHIP_RESCALE))
         self.judge = Judge(attr_model=load_model("attributes.v1", folder=weights_dir), rescale=self.rescale, weights_dir=weights_dir)
-        src = _val_faces(val_pack, n, seed=0)
-        ref = _val_faces(val_pack, 4 * n, seed=1)  # real target faces for the realism figures
+        self.pair = pair
+        src = _val_faces(val_pack, n, seed=0, pair=pair)
+        ref = _val_faces(val_pack, 4 * n, seed=1, pair=pair)  # real target faces for the realism figures
         self.inputs = {g: pack.images(i) for g, i in src.items()}
         self.ref_desc = {}
         self.in_desc = {}
-        for g in ("male", "female"):
+        for g in pair:
             key = cache / f"val_{g}_{n}.npz"
             if key.is_file():
                 with np.load(key, allow_pickle=False) as z:
@@ -104,7 +140,7 @@ class Scorer:
         from faceswap_pipeline.train.cyclegan import translate
 
         res = {}
-        for direction, src, dst in (("male2female", "male", "female"), ("female2male", "female", "male")):
+        for direction, src, dst in directions(self.pair):
             x = torch.from_numpy(self.inputs[src]).permute(0, 3, 1, 2)
             y = translate(gens[direction].eval(), x, batch=16)
             gens[direction].train()
@@ -126,17 +162,26 @@ def _wait_for_judge(weights_dir: str | None, poll_s: float = 30.0, timeout_s: fl
         time.sleep(poll_s)
 
 
+def _pair(text: str) -> tuple[str, str]:
+    a, sep, b = text.partition(":")
+    if not sep:
+        raise ValueError(f"--pair is DOMAIN:DOMAIN, e.g. white:asian, not {text!r}")
+    pair_flags((a, b))  # validates
+    return a, b
+
+
 def train_arm(args: argparse.Namespace) -> int:
     from faceswap_pipeline.train import cyclegan
 
     torch.set_num_threads(args.threads)
-    root = Path(args.root).expanduser() / args.arm
+    pair = _pair(args.pair)
+    name = args.arm if pair == ("male", "female") else f"{args.arm}@{pair[0]}-{pair[1]}"
+    root = Path(args.root).expanduser() / name
     root.mkdir(parents=True, exist_ok=True)
     packs = Path(args.packs).expanduser()
     flags = [f.format(low_res_steps=args.low_res_steps) for f in ARMS[args.arm]]
     argv = [
-        "--pack-m", str(packs / "utk_train.npz"), "--pack-f", str(packs / "utk_train.npz"),
-        "--select-m", "gender=0,age>=18,age<=70,pad<=0.02", "--select-f", "gender=1,age>=18,age<=70,pad<=0.02",
+        "--pack-m", str(packs / "utk_train.npz"), "--pack-f", str(packs / "utk_train.npz"), *pair_flags(pair),
         "--attr-weights", args.weights_dir or "", "--run-dir", str(root), "--threads", str(args.threads),
         "--val-every", "0", "--grid-every", "0", "--log-every", "100", "--ckpt-every", "1000", "--tensorboard", "0",
         "--seed", str(args.seed), *COMMON, *flags, *args.extra,
@@ -154,7 +199,7 @@ def train_arm(args: argparse.Namespace) -> int:
         trainer.load_state_dict(cyclegan.load_checkpoint(ckpt))
         log.info("%s: resumed at step %d, %.1f CPU-min", args.arm, trainer.step, trainer.cpu_time_s / 60)
     trainer.command = "python benchmarks/ablate_cyclegan.py " + " ".join(sys.argv[1:])
-    (root / "arm.json").write_text(json.dumps({"arm": args.arm, "flags": flags, "argv": argv}, indent=1) + "\n")
+    (root / "arm.json").write_text(json.dumps({"arm": args.arm, "pair": list(pair), "flags": flags, "argv": argv}, indent=1) + "\n")
     curve = root / "curve.jsonl"
     done = {json.loads(line)["mark"] for line in curve.read_text().splitlines()} if curve.is_file() else set()
     scorer = None
@@ -170,19 +215,20 @@ def train_arm(args: argparse.Namespace) -> int:
             continue
         if scorer is None:
             _wait_for_judge(args.weights_dir)
-            scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir)
+            scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir, pair)
         t0 = time.perf_counter()
-        res = scorer.score({"male2female": trainer.nets["G_m2f"], "female2male": trainer.nets["G_f2m"]})
-        rec = {"arm": args.arm, "mark": float(mark), "cpu_minutes": round(trainer.cpu_time_s / 60, 2), "step": trainer.step,
+        (d_mf, _, _), (d_fm, _, _) = directions(pair)
+        res = scorer.score({d_mf: trainer.nets["G_m2f"], d_fm: trainer.nets["G_f2m"]})
+        rec = {"arm": name, "pair": list(pair), "mark": float(mark), "cpu_minutes": round(trainer.cpu_time_s / 60, 2), "step": trainer.step,
                "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(),
                "eval_s": round(time.perf_counter() - t0, 1), **res}
         with curve.open("a") as f:
             f.write(json.dumps(rec) + "\n")
         torch.save({k: trainer.nets[k].state_dict() for k in ("G_m2f", "G_f2m")}, root / f"gens_{int(mark):03d}min.pt")
-        log.info("%s @ %.0f CPU-min: step %d judge m2f %.3f f2m %.3f | attr %.3f %.3f | id %.3f %.3f",
-                 args.arm, mark, trainer.step, res["male2female"]["judge_target_rate"], res["female2male"]["judge_target_rate"],
-                 res["male2female"].get("attr_target_rate", float("nan")), res["female2male"].get("attr_target_rate", float("nan")),
-                 res["male2female"]["identity_median"], res["female2male"]["identity_median"])
+        log.info("%s @ %.0f CPU-min: step %d judge %s %.3f %s %.3f | attr %.3f %.3f | id %.3f %.3f",
+                 name, mark, trainer.step, d_mf, res[d_mf]["judge_target_rate"], d_fm, res[d_fm]["judge_target_rate"],
+                 res[d_mf].get("attr_target_rate", float("nan")), res[d_fm].get("attr_target_rate", float("nan")),
+                 res[d_mf]["identity_median"], res[d_fm]["identity_median"])
     return 0
 
 
@@ -209,8 +255,12 @@ def score_weights(args: argparse.Namespace) -> int:
 def report(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser()
     curves: dict[str, list[dict[str, Any]]] = {}
+    pair = _pair(args.pair)
+    dirs = [d for d, _, _ in directions(pair)]
     for c in sorted(root.glob("*/curve.jsonl")):
-        curves[c.parent.name] = [json.loads(line) for line in c.read_text().splitlines() if line.strip()]
+        recs = [json.loads(line) for line in c.read_text().splitlines() if line.strip()]
+        if recs and all(d in recs[0] for d in dirs):
+            curves[c.parent.name] = recs
     arms = {c.parent.name: json.loads((c.parent / "arm.json").read_text()) for c in root.glob("*/curve.jsonl")}
     if args.json:
         import os
@@ -231,7 +281,7 @@ def report(args: argparse.Namespace) -> int:
                 ("identity_median", "median identity distance"), ("face_found_outputs", "dlib finds the face")]
         fig, axes = plt.subplots(2, len(figs), figsize=(4 * len(figs), 6.5), sharex=True)
         for j, (key, title) in enumerate(figs):
-            for i, direction in enumerate(("male2female", "female2male")):
+            for i, direction in enumerate(dirs):
                 ax = axes[i, j]
                 for arm, recs in curves.items():
                     ax.plot([r["cpu_minutes"] for r in recs], [r[direction].get(key, np.nan) for r in recs], marker="o", label=arm)
@@ -249,7 +299,7 @@ def report(args: argparse.Namespace) -> int:
               + " | ".join(f"{d[:1]}2{d.split('2')[1][:1]} judge {last[d]['judge_target_rate']:.3f} attr {last[d].get('attr_target_rate', float('nan')):.3f} "
                            f"id {last[d]['identity_median']:.3f} found {last[d]['face_found_outputs']:.2f}/{last[d]['face_found_inputs']:.2f} "
                            f"sharp {last[d]['sharpness_ratio']:.2f} grid {last[d]['grid_energy_ratio']:.2f}"
-                           for d in ("male2female", "female2male")))
+                           for d in dirs))
     return 0
 
 
@@ -261,6 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--packs", required=True)
     t.add_argument("--root", default="~/faceswap-runs/ablation")
     t.add_argument("--weights-dir", default=None)
+    t.add_argument("--pair", default="male:female", help="the two domains, e.g. white:asian (run dir <arm>@white-asian)")
     t.add_argument("--cpu-minutes", type=float, default=40.0)
     t.add_argument("--eval-every", type=float, default=10.0)
     t.add_argument("--n-eval", type=int, default=150, help="validation faces per direction at each mark")
@@ -277,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--root", default="~/faceswap-runs/ablation")
+    r.add_argument("--pair", default="male:female", help="which pair's arms to report")
     r.add_argument("--json", default=None)
     r.add_argument("--plot", default=None)
     args = p.parse_args(argv)
