@@ -98,6 +98,8 @@ def test_score_on_real_face(crop_u8: np.ndarray) -> None:
     same = judge.score(faces, faces.copy(), "female2male")
     assert same["identity_median"] == pytest.approx(0.0, abs=1e-5) and same["face_found_outputs"] == 1.0
     assert same["sharpness_ratio"] == pytest.approx(1.0) and same["grid_energy_ratio"] == pytest.approx(1.0)
+    assert same["race_kept"] == 1.0 and "gender_kept" not in same  # a gender swap must keep race
+    assert judge.score(faces, faces.copy(), "white2asian")["gender_kept"] == 1.0
     blank = np.full_like(faces, 128)
     worse = judge.score(faces, blank, "female2male")
     assert worse["face_found_outputs"] == 0.0 and worse["identity_median"] > 0.6 and worse["sharpness_ratio"] < 0.01

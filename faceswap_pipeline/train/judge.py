@@ -16,7 +16,9 @@ A judge alone rewards degraded faces, so :meth:`Judge.score` always pairs the ta
   the unchanged inputs;
 * ``sharpness_ratio`` - median over faces of the variance of the Laplacian of the output over the input's;
 * ``grid_energy_ratio`` - spectral energy at the 2-px period (the checkerboard of transposed
-  convolutions) of outputs over inputs.
+  convolutions) of outputs over inputs;
+* ``race_kept`` (gender swaps) / ``gender_kept`` (race swaps) - share of faces whose judged value of
+  the attribute the swap must not change is the same before and after.
 
 Command line::
 
@@ -309,6 +311,11 @@ class Judge:
             "sharpness_ratio": round(float(np.median(lv_out / np.maximum(lv_in, 1e-9))), 4),
             "grid_energy_ratio": round(float(grid_energy(outputs_u8).mean() / max(grid_energy(inputs_u8).mean(), 1e-12)), 4),
         }
+        # the attribute the swap must not change (race for a gender swap, gender for a race swap)
+        head, _, _ = target_class(direction)
+        other = "race" if head == "gender" else "gender"
+        lg_in, lg_out = probe_logits(self.probes, d_in)[other], probe_logits(self.probes, d_out)[other]
+        r[f"{other}_kept"] = round(float((lg_in.argmax(1) == lg_out.argmax(1)).mean()), 4)
         if self.attr is not None:
             from faceswap_pipeline.train.evaluate import target_rate
 
