@@ -54,6 +54,10 @@ ARMS: dict[str, list[str]] = {
     "recipe3": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20"],
     "recipe3_free": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20",
                      "--lambda-cycle", "5", "--lambda-identity", "1"],
+    # round 4: a vision-aided discriminator (Kumari et al. 2022): LSGAN heads on the frozen attribute
+    # net's feature maps, trained with D, so fooling patterns stop paying once the heads learn them
+    "recipe4": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20"],
+    "recipe4_attr": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", "--lambda-attr", "0.5"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 

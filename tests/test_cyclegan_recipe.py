@@ -313,3 +313,37 @@ def test_texture_loss_trains_finite(tmp_path: Path) -> None:
     _trainer(cfg).fit(on_log=logs.append)
     assert all(rec["G_tex"] >= 0 and np.isfinite(rec["G_tex"]) for rec in logs)
     assert any(rec["G_tex"] > 0 for rec in logs)
+
+
+def test_feature_discriminator_trains_finite_and_resumes_identically(tmp_path: Path) -> None:
+    kw = dict(lambda_featd=0.5, featd_layers="1,2", lambda_texture=5.0)
+    full = _trainer(_cfg(tmp_path / "a", **kw))
+    heads0 = {k: v.clone() for k, v in full.nets["F_f"].state_dict().items()}
+    logs: list[dict[str, float]] = []
+    full.fit(on_log=logs.append)
+    assert all(np.isfinite(r["G_featd"]) and r["G_featd"] > 0 and r["D_feat"] > 0 for r in logs)
+    assert any(not torch.equal(heads0[k], v) for k, v in full.nets["F_f"].state_dict().items())  # trained with D
+    part = _trainer(_cfg(tmp_path / "b", **kw))
+    part.fit(max_steps=2)
+    ck = cg.load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert "F_m" in ck and "F_f" in ck
+    torch.manual_seed(999)
+    second = _trainer(_cfg(tmp_path / "b", **kw))
+    second.load_state_dict(ck)
+    second.fit()
+    for name in ("G_m2f", "F_m", "F_f", "D_f"):
+        a, b = full.nets[name].state_dict(), second.nets[name].state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+def test_feature_discriminator_heads_shapes() -> None:
+    from faceswap_pipeline.archs.cyclegan import FeatureDiscriminator
+
+    net = FeatureDiscriminator((8, 16), width=4)
+    out = net([torch.zeros(2, 8, 12, 12), torch.zeros(2, 16, 6, 6)])
+    assert [o.shape for o in out] == [(2, 1, 12, 12), (2, 1, 6, 6)]
+    with pytest.raises(ValueError):
+        net([torch.zeros(2, 8, 12, 12)])
+    with pytest.raises(ValueError, match="attribute network"):
+        m, f = _data()
+        cg.CycleGANTrainer(cg.CycleGANConfig(lambda_featd=1.0, lambda_identity=0, device="cpu", tensorboard=False), m, f, None)

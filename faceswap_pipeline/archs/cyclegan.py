@@ -110,3 +110,27 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
+
+
+class FeatureDiscriminator(nn.Module):
+    """Discriminator heads on a frozen network's feature maps (a "vision-aided" discriminator).
+
+    Each head maps one feature map to patch scores: ``Conv3x3(c, width) - LeakyReLU - Conv1x1(width, 1)``.
+    The frozen backbone (here the attribute network, which knows gender and race) is not part of
+    this module: the trainer computes its features and passes them in, so the same backbone pass
+    serves both domains' heads and no backbone weights are ever trained or saved twice.
+
+    Shape: a list of ``(B, c_i, h_i, w_i)`` feature maps (``c_i = channels[i]``) -> a list of
+    ``(B, 1, h_i, w_i)`` raw LSGAN scores.
+    """
+
+    def __init__(self, channels: tuple[int, ...] = (128, 256), width: int = 64) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(c, width, 3, padding=1), nn.LeakyReLU(0.2, inplace=True), nn.Conv2d(width, 1, 1)) for c in channels
+        )
+
+    def forward(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
+        if len(feats) != len(self.heads):
+            raise ValueError(f"expected {len(self.heads)} feature maps, got {len(feats)}")
+        return [h(f) for h, f in zip(self.heads, feats)]

@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from faceswap_pipeline.archs.cyclegan import PatchDiscriminator, ResnetGenerator
+from faceswap_pipeline.archs.cyclegan import FeatureDiscriminator, PatchDiscriminator, ResnetGenerator
 from faceswap_pipeline.train import checkpoint
 from faceswap_pipeline.train.checkpoint import atomic_save
 from faceswap_pipeline.train.cyclegan_config import CycleGANConfig, add_config_args, config_from_args, lr_factor
@@ -74,7 +74,7 @@ _init_weights = init_weights
 log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "faceswap_pipeline/cyclegan-ckpt/1"
-LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "G_tex", "D_m", "D_f")
+LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "G_tex", "G_featd", "D_m", "D_f", "D_feat")
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -144,6 +144,12 @@ class CycleGANTrainer:
             "D_m": PatchDiscriminator(**dk),
             "D_f": PatchDiscriminator(**dk),
         }
+        if cfg.lambda_featd > 0:  # heads on the frozen attribute net's feature maps, one per domain
+            if feat_net is None:
+                raise ValueError("the feature discriminator needs the attribute network (lambda_featd > 0)")
+            chans = self._featd_channels(feat_net)
+            self.nets["F_m"] = FeatureDiscriminator(chans)
+            self.nets["F_f"] = FeatureDiscriminator(chans)
         for name, net in self.nets.items():
             init_weights(net)
             if name.startswith("G_") and cfg.upsample_init == "bilinear":
@@ -159,7 +165,7 @@ class CycleGANTrainer:
 
         fused = self.device.type == "cuda"
         gp = [p for n in ("G_m2f", "G_f2m") for p in self.nets[n].parameters()]
-        dp = [p for n in ("D_m", "D_f") for p in self.nets[n].parameters()]
+        dp = [p for n in ("D_m", "D_f", "F_m", "F_f") if n in self.nets for p in self.nets[n].parameters()]
         self.opt_G = torch.optim.Adam(gp, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.opt_D = torch.optim.Adam(dp, lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
@@ -227,6 +233,34 @@ class CycleGANTrainer:
             self._pool_res = res
         return out[0], out[1]
 
+    def _featd_layers(self) -> list[int]:
+        return [int(t) for t in self.cfg.featd_layers.split(",") if t.strip()]
+
+    def _featd_channels(self, feat_net: nn.Module) -> tuple[int, ...]:
+        with torch.no_grad():
+            feats = feat_net.features(torch.zeros(1, 3, 32, 32))
+        return tuple(int(feats[i].shape[1]) for i in self._featd_layers())
+
+    def _jitter(self, x: torch.Tensor) -> torch.Tensor:
+        """Random flip, shift and scale (``attr_jitter``), differentiable: ``(B, C, s, s)`` -> same."""
+        j, b = self.cfg.attr_jitter, x.shape[0]
+        scale = 1.0 + (torch.rand(b, device=x.device) * 2 - 1) * j
+        flip = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3, device=x.device)
+        theta[:, 0, 0] = scale * flip
+        theta[:, 1, 1] = scale
+        theta[:, :, 2] = (torch.rand(b, 2, device=x.device) * 2 - 1) * 2 * j
+        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+
+    def _backbone(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen attribute net's chosen feature maps of jittered faces ``(B, 3, s, s)`` in [-1, 1]."""
+        feats = self.feat_net.features(self._jitter(x.float().add(1).mul(0.5)))
+        return [feats[i].float() for i in self._featd_layers()]
+
+    def _featd_scores(self, net: str, feats: list[torch.Tensor], target: float) -> torch.Tensor:
+        return sum(_lsgan(s, target) for s in self.run[net](feats)) / len(feats)
+
     def _guidance(self, fake: torch.Tensor, target: int) -> torch.Tensor:
         """Attribute guidance: cross-entropy of the frozen attribute net on randomly jittered fakes.
 
@@ -249,15 +283,7 @@ class CycleGANTrainer:
             if sigma > 0.05:
                 k = 2 * int(3 * sigma + 0.5) + 1
                 x = gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
-        j = cfg.attr_jitter
-        scale = 1.0 + (torch.rand(b, device=x.device) * 2 - 1) * j
-        flip = torch.where(torch.rand(b, device=x.device) < 0.5, -1.0, 1.0)
-        theta = torch.zeros(b, 2, 3, device=x.device)
-        theta[:, 0, 0] = scale * flip
-        theta[:, 1, 1] = scale
-        theta[:, :, 2] = (torch.rand(b, 2, device=x.device) * 2 - 1) * 2 * j
-        grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+        x = self._jitter(x)
         logits = self.feat_net(x)[cfg.attr_head].float()[:, [cfg.attr_class_m, cfg.attr_class_f]]
         ce = F.cross_entropy(logits, torch.full((b,), target, device=x.device, dtype=torch.long), reduction="none")
         if cfg.attr_margin > 0:  # hinge: no gradient once p(target) >= margin (CE <= -log margin)
@@ -292,8 +318,9 @@ class CycleGANTrainer:
         ac = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
 
         # generators: D frozen (its grads are not needed), D called without its DDP wrapper
-        for n in ("D_m", "D_f"):
-            self.nets[n].requires_grad_(False)
+        for n in ("D_m", "D_f", "F_m", "F_f"):
+            if n in self.nets:
+                self.nets[n].requires_grad_(False)
         with ac:
             fake_f, idt_f = r["G_m2f"](torch.cat([real_m, real_f])).split(b)  # idt_f = G_m2f(real_f)
             fake_m, idt_m = r["G_f2m"](torch.cat([real_f, real_m])).split(b)  # idt_m = G_f2m(real_m)
@@ -316,25 +343,34 @@ class CycleGANTrainer:
                 loss_tex = cfg.lambda_texture * (texture_excess(fake_f, real_m) + texture_excess(fake_m, real_f))
             else:
                 loss_tex = torch.zeros((), device=self.device)
-            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr + loss_tex
+            if cfg.lambda_featd > 0:  # the feature discriminators, frozen for this step like D
+                loss_featd = cfg.lambda_featd * (self._featd_scores("F_f", self._backbone(fake_f), 1.0)
+                                                 + self._featd_scores("F_m", self._backbone(fake_m), 1.0))
+            else:
+                loss_featd = torch.zeros((), device=self.device)
+            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr + loss_tex + loss_featd
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
         self._project_generators()
 
-        loss_D_m, loss_D_f = self._d_step(real_m, real_f, fake_m, fake_f)
+        loss_D_m, loss_D_f, loss_D_feat = self._d_step(real_m, real_f, fake_m, fake_f)
 
-        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_D_m, loss_D_f]).detach().float()
+        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_featd, loss_D_m, loss_D_f, loss_D_feat]).detach().float()
         self._acc_n += 1
         self.step += 1
         self.pairs_seen += b * self.world
 
-    def _d_step(self, real_m: torch.Tensor, real_f: torch.Tensor, fake_m: torch.Tensor, fake_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Discriminator update: real and pooled fake in one call (InstanceNorm is per sample)."""
+    def _d_step(self, real_m: torch.Tensor, real_f: torch.Tensor, fake_m: torch.Tensor, fake_f: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Discriminator update: real and pooled fake in one call (InstanceNorm is per sample).
+
+        Returns the PatchGAN losses of both domains and the feature discriminators' (0 without them).
+        """
         r, b = self.run, real_m.shape[0]
         ac = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp)
-        for n in ("D_m", "D_f"):
-            self.nets[n].requires_grad_(True)
+        for n in ("D_m", "D_f", "F_m", "F_f"):
+            if n in self.nets:
+                self.nets[n].requires_grad_(True)
         pf = self.pool_f.query(fake_f)
         pm = self.pool_m.query(fake_m)
         with ac:
@@ -342,10 +378,19 @@ class CycleGANTrainer:
             sm_real, sm_fake = r["D_m"](torch.cat([real_m, pm.to(real_m.dtype)])).split(b)
             loss_D_f = 0.5 * (_lsgan(sf_real, 1.0) + _lsgan(sf_fake, 0.0))
             loss_D_m = 0.5 * (_lsgan(sm_real, 1.0) + _lsgan(sm_fake, 0.0))
+            loss_D_feat = torch.zeros((), device=self.device)
+            if "F_m" in self.nets:  # the same real and pooled fake faces through the frozen backbone
+                with torch.no_grad():
+                    ff = self._backbone(torch.cat([real_f, pf.to(real_f.dtype)]))
+                    fm = self._backbone(torch.cat([real_m, pm.to(real_m.dtype)]))
+                for net, feats in (("F_f", ff), ("F_m", fm)):
+                    real_s = self._featd_scores(net, [t[:b] for t in feats], 1.0)
+                    fake_s = self._featd_scores(net, [t[b:] for t in feats], 0.0)
+                    loss_D_feat = loss_D_feat + 0.5 * (real_s + fake_s)
         self.opt_D.zero_grad(set_to_none=True)
-        (loss_D_f + loss_D_m).backward()
+        (loss_D_f + loss_D_m + loss_D_feat).backward()
         self.opt_D.step()
-        return loss_D_m, loss_D_f
+        return loss_D_m, loss_D_f, loss_D_feat
 
     def warmup_discriminators(self, n_steps: int) -> dict[str, float]:
         """Discriminator-only steps against the current (frozen) generators, e.g. after :meth:`warm_start`.
@@ -366,7 +411,7 @@ class CycleGANTrainer:
             with torch.no_grad(), ac:
                 fake_f = self.run["G_m2f"](real_m)
                 fake_m = self.run["G_f2m"](real_f)
-            acc += torch.stack(self._d_step(real_m, real_f, fake_m, fake_f)).detach().float()
+            acc += torch.stack(self._d_step(real_m, real_f, fake_m, fake_f)[:2]).detach().float()
         self.wall_time_s += time.perf_counter() - t0
         out = dict(zip(("D_m", "D_f"), (acc / max(1, n_steps)).tolist()))
         log.info("discriminator warm-up: %d steps, %.0f s, mean D_m=%.4g D_f=%.4g", n_steps, time.perf_counter() - t0, out["D_m"], out["D_f"])

@@ -58,6 +58,8 @@ class CycleGANConfig:
     attr_grey: bool = False  # guidance sees G(x) in greyscale: colour (lipstick, eye shadow) cannot fool it
     attr_blur: float = 0.0  # guidance sees G(x) blurred by a random Gaussian, sigma in [0, this] px of 128-px faces
     attr_margin: float = 0.0  # guidance stops pushing a face once the classifier gives it this target probability
+    lambda_featd: float = 0.0  # feature discriminator: LSGAN heads on the frozen attribute net's features, trained with D
+    featd_layers: str = "2,3"  # which attribute-net feature maps its heads read (0-3; 2,3 = 12x12x128 and 6x6x256 at 48 px)
     lambda_texture: float = 0.0  # texture hinge: local Laplacian energy of G(x) beyond its input's (losses.texture_excess)
     uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
