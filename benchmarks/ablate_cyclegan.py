@@ -37,6 +37,7 @@ log = logging.getLogger("ablate_cyclegan")
 # 2e-4/0.5, pool 50, batch 1, 128 px). Every arm uses a constant learning rate (the ablation
 # compares speed of progress, not the end of a schedule).
 COMMON = ["--n-steps", "1000000", "--n-steps-decay", "0"]
+FREE = ["--lambda-cycle", "5", "--lambda-identity", "1"]  # relaxed cycle / identity: faces may change more
 RECIPE = ["--upsample-init", "bilinear", "--g-pretrain-steps", "300", "--low-res", "64", "--low-res-steps", "{low_res_steps}"]
 ARMS: dict[str, list[str]] = {
     "seed": [],
@@ -52,12 +53,12 @@ ARMS: dict[str, list[str]] = {
     # against the fine patterns that fooled the attribute net; _free also relaxes cycle/identity so
     # faces can change more than the 0.2-0.4 identity distance the earlier arms stayed at
     "recipe3": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20"],
-    "recipe3_free": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20",
-                     "--lambda-cycle", "5", "--lambda-identity", "1"],
+    "recipe3_free": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE],
     # round 4: a vision-aided discriminator (Kumari et al. 2022): LSGAN heads on the frozen attribute
     # net's feature maps, trained with D, so fooling patterns stop paying once the heads learn them
-    "recipe4": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20"],
-    "recipe4_attr": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", "--lambda-attr", "0.5"],
+    # (with recipe3_free's relaxed cycle / identity weights)
+    "recipe4": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", *FREE],
+    "recipe4_attr": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", "--lambda-attr", "0.5", *FREE],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
