@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     from PIL import Image
 
     chip = np.asarray(Image.fromarray(chip).resize((200, 200), Image.BICUBIC))
-    model = load_model("attributes.v1", folder=args.weights_dir)
+    model = load_model("attributes.v1", weights_dir=args.weights_dir)
     x = crop[None].repeat(args.batch, 1, 1, 1)
     u8 = (crop.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)[None]
     res = {

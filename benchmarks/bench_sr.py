@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     from faceswap_pipeline.weights import load_model, model_entry
 
     device = torch.device(a.device)
-    model = load_model(a.name, folder=a.weights_dir, device=device)
+    model = load_model(a.name, weights_dir=a.weights_dir, device=device)
     scale = int(model.scale)
     res: dict[str, Any] = {
         "model": a.name, "kwargs": model_entry(a.name, a.weights_dir).get("kwargs"), "scale": scale,

@@ -66,7 +66,7 @@ def load_sr(spec: str) -> torch.nn.Module:
         m.load_state_dict(ck["state_dict"])
         return m.eval()
     name, _, folder = spec.partition("@")
-    return load_model(name, folder=os.path.expanduser(folder) if folder else None).eval()
+    return load_model(name, weights_dir=os.path.expanduser(folder) if folder else None).eval()
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -85,7 +85,7 @@ def generator_outputs(pack_path: str, n: int, weights_dir: str | None) -> dict[s
     faces = torch.from_numpy(pack.images(idx)).permute(0, 3, 1, 2).float().div_(255.0)
     gender = pack.labels["gender"][idx].astype(int)
     outs = torch.empty_like(faces)
-    gens = {0: load_model("cyclegan.male2female", folder=weights_dir), 1: load_model("cyclegan.female2male", folder=weights_dir)}
+    gens = {0: load_model("cyclegan.male2female", weights_dir=weights_dir), 1: load_model("cyclegan.female2male", weights_dir=weights_dir)}
     with torch.inference_mode():
         for g, gen in gens.items():
             sel = np.flatnonzero(gender == g)
@@ -237,7 +237,7 @@ def figure(models: dict[str, torch.nn.Module], path: str, weights_dir: str | Non
     rescale, size = model_framing(["male2female"], weights_dir)
     crop, _ = crop_letterbox(astronaut(), rescale_box(ASTRONAUT_FACE, rescale), size)
     with torch.inference_mode():
-        g = translate(load_model("cyclegan.male2female", folder=weights_dir).eval(), crop[None])
+        g = translate(load_model("cyclegan.male2female", weights_dir=weights_dir).eval(), crop[None])
         g = torch.round(g * 255) / 255
         panels = {"generator (nearest)": torch.nn.functional.interpolate(g, scale_factor=2, mode="nearest"),
                   "bicubic": resize(g, (256, 256), "bicubic")}
@@ -304,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     res["set"] = (f"{len(data['gender'])} faces of {Path(a.pack).name} (pad <= 0.02; {int((data['gender'] == 0).sum())} male, "
                   f"{int((data['gender'] == 1).sum())} female) through the shipped generators")
     if "quality" not in skip:
-        attr = load_model("attributes.v1", folder=a.weights_dir)
+        attr = load_model("attributes.v1", weights_dir=a.weights_dir)
         judge = None
         if not a.no_judge:
             try:

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from faceswap_pipeline.labels import AUTO_GENDER
 from faceswap_pipeline.pipeline import Pipeline
 from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
+from faceswap_pipeline.weights import manifests_read_once
+
+if TYPE_CHECKING:
+    from faceswap_pipeline.stages.upscale import ImageUpscaler
+    from faceswap_pipeline.stages.verify import VerifiedDetector
 
 DETECTORS = ("hog", "cascade")
 UPSCALERS = ("resize", "srresnet")
@@ -56,13 +61,14 @@ def default_batch_size(device: str | torch.device = "auto") -> int:
     return 8 if resolve_device(device).type == "cuda" else 1
 
 
+@manifests_read_once()
 def load_detector(
     name: str = "hog",
     device: str | torch.device = "auto",
     weights_dir: str | os.PathLike[str] | None = None,
     verify_threshold: float | str | None = "auto",
     **kwargs: Any,
-):
+) -> VerifiedDetector:
     """A face detector with its second opinion: ``det(image) -> list[Detection]``.
 
     Every detection path (this function, :func:`load_pipeline`, the ``run`` and ``detect``
@@ -71,14 +77,14 @@ def load_detector(
     detected window and drops those below ``verify_threshold``).
 
     Args:
-        name: ``"hog"`` (dlib HOG + linear SVM, seed 002) or ``"cascade"`` (this project's CNN
-            cascade, seed 004; boxes calibrated to the HOG framing).
+        name: ``"hog"`` (dlib's HOG + linear-SVM frontal face detector) or ``"cascade"`` (this
+            project's CNN cascade, Li et al. 2015; boxes calibrated to the HOG framing).
         device: for the networks (``"auto"``, ``"cpu"``, ``"cuda"``); HOG always runs on the CPU.
         weights_dir: folder with ``manifest.json`` (default: the shipped weights).
         verify_threshold: ``"auto"`` (default): the face-probability threshold recorded with the
             cascade weights (:func:`~faceswap_pipeline.stages.verify.stored_threshold`, 0.001 for
             the shipped ones); a number in [0, 1); None or 0: no verification.
-        **kwargs: detector options (HOG: ``upsample``, ``min_size``, ``threshold``, ``max_side``;
+        **kwargs: detector options (HOG: ``upsample``, ``min_face``, ``threshold``, ``max_side``;
             cascade: see :class:`~faceswap_pipeline.stages.detect_cascade.CascadeDetector`).
 
     Returns:
@@ -105,7 +111,9 @@ def load_detector(
     return VerifiedDetector(det, verifier)
 
 
-def load_upscaler(name: str = "srresnet", scale: int = 4, device: str | torch.device = "auto", weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any):
+@manifests_read_once()
+def load_upscaler(name: str = "srresnet", scale: int = 4, device: str | torch.device = "auto",
+                  weights_dir: str | os.PathLike[str] | None = None, **kwargs: Any) -> ImageUpscaler:
     """An image upscaler: ``up(image) -> image`` (``(H, W, 3)`` uint8 -> ``(scale*H, scale*W, 3)`` uint8).
 
     Args:
@@ -154,6 +162,7 @@ def model_framing(directions: list[str], weights_dir: str | os.PathLike[str] | N
     return framings.pop()
 
 
+@manifests_read_once()
 def load_pipeline(
     direction: str = "male2female",
     detector: str = "hog",

@@ -155,7 +155,7 @@ def _detector_kwargs(a: argparse.Namespace) -> dict:
     if a.min_face is not None:
         if a.detector == "cascade" and a.min_face < 12:
             raise ValueError(f"--min-face for the cascade must be >= 12 (its smallest window), got {a.min_face}")
-        kw["min_size" if a.detector == "hog" else "min_face"] = a.min_face
+        kw["min_face"] = a.min_face
     if a.threshold is not None:
         if a.detector == "hog":
             kw["threshold"] = a.threshold
@@ -377,7 +377,7 @@ def cmd_serve(a: argparse.Namespace) -> int:
 
 
 def cmd_weights(a: argparse.Namespace) -> int:
-    from faceswap_pipeline.weights import WeightsError, read_manifest, verify, weights_dir
+    from faceswap_pipeline.weights import WeightsError, primary_dir, read_manifest, verify
 
     models = read_manifest(a.weights_dir)
     bad = 0
@@ -391,7 +391,7 @@ def cmd_weights(a: argparse.Namespace) -> int:
         else:
             status = entry.get("file", "")
         print(f"{name:28s} {entry.get('arch', ''):18s} {entry.get('storage', ''):5s} {status}")
-    print(f"{len(models)} models in {weights_dir(a.weights_dir)}" + (f", {bad} failed verification" if bad else ""))
+    print(f"{len(models)} models in {primary_dir(a.weights_dir)}" + (f", {bad} failed verification" if bad else ""))
     return 1 if bad else 0
 
 

@@ -22,11 +22,14 @@ weights: the repository's ``weights/`` (source checkout or editable install), or
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,17 +54,17 @@ def shipped_dir() -> Path:
     return Path(sys.prefix) / "share" / "faceswap_pipeline" / "weights"
 
 
-def weights_dir(override: str | os.PathLike[str] | None = None) -> Path:
-    """The first folder searched: ``override``, else ``$FACESWAP_WEIGHTS``, else the shipped one."""
-    if override is not None:
-        return Path(override)
+def primary_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The first folder searched: ``weights_dir``, else ``$FACESWAP_WEIGHTS``, else the shipped one."""
+    if weights_dir is not None:
+        return Path(weights_dir)
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR])
     return shipped_dir()
 
 
-def check_explicit_dir(override: str | os.PathLike[str] | None = None) -> Path | None:
-    """The folder the caller asked for (``override``, else ``$FACESWAP_WEIGHTS``), checked.
+def check_explicit_dir(weights_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The folder the caller asked for (``weights_dir``, else ``$FACESWAP_WEIGHTS``), checked.
 
     Returns None when neither is set (the shipped weights are used).
 
@@ -69,8 +72,8 @@ def check_explicit_dir(override: str | os.PathLike[str] | None = None) -> Path |
         WeightsError: the folder asked for does not exist or is not a folder. A typo must not
             silently fall back to the shipped weights.
     """
-    if override is not None:
-        folder, source = Path(override), "weights folder"
+    if weights_dir is not None:
+        folder, source = Path(weights_dir), "weights folder"
     elif os.environ.get(ENV_VAR):
         folder, source = Path(os.environ[ENV_VAR]), f"{ENV_VAR} folder"
     else:
@@ -81,8 +84,8 @@ def check_explicit_dir(override: str | os.PathLike[str] | None = None) -> Path |
     return folder
 
 
-def search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
-    """Folders searched for a model, in order: :func:`weights_dir`, then the shipped weights.
+def search_dirs(weights_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """Folders searched for a model, in order: :func:`primary_dir`, then the shipped weights.
 
     So a folder of your own models (``--weights-dir`` / ``$FACESWAP_WEIGHTS``) overrides the
     models it has, and everything else still comes from the shipped weights.
@@ -90,33 +93,64 @@ def search_dirs(override: str | os.PathLike[str] | None = None) -> list[Path]:
     Raises:
         WeightsError: an explicitly given folder does not exist (see :func:`check_explicit_dir`).
     """
-    check_explicit_dir(override)
-    dirs = [weights_dir(override), shipped_dir()]
+    check_explicit_dir(weights_dir)
+    dirs = [primary_dir(weights_dir), shipped_dir()]
     return [d for i, d in enumerate(dirs) if d.resolve() not in {x.resolve() for x in dirs[:i]}]
 
 
-def read_manifest(folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def read_manifest(weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The ``models`` mapping of one folder's manifest (empty if it has none).
 
     Raises:
         WeightsError: an explicitly given folder does not exist (see :func:`check_explicit_dir`).
     """
-    check_explicit_dir(folder)
-    path = weights_dir(folder) / MANIFEST
+    check_explicit_dir(weights_dir)
+    path = primary_dir(weights_dir) / MANIFEST
+    cache = _MANIFESTS.get()
+    key = path.resolve()
+    if cache is not None and key in cache:
+        return cache[key]
+    models = _parse_manifest(path)
+    if cache is not None:
+        cache[key] = models
+    return models
+
+
+def _parse_manifest(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     with open(path, encoding="utf-8") as f:
         return json.load(f).get("models", {})
 
 
-def locate(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
+_MANIFESTS: contextvars.ContextVar[dict[Path, dict[str, Any]] | None] = contextvars.ContextVar("manifests", default=None)
+
+
+@contextlib.contextmanager
+def manifests_read_once() -> Iterator[None]:
+    """Within the block, :func:`read_manifest` parses each folder's manifest once and hands out that
+    parse again (treat what it returns as read-only). :func:`~faceswap_pipeline.api.load_pipeline`,
+    ``load_detector`` and ``load_upscaler`` load all their models inside one block; nested blocks
+    share the outermost one's parses, and :func:`register_weights` drops the folder's.
+    """
+    if _MANIFESTS.get() is not None:
+        yield
+        return
+    token = _MANIFESTS.set({})
+    try:
+        yield
+    finally:
+        _MANIFESTS.reset(token)
+
+
+def locate(name: str, weights_dir: str | os.PathLike[str] | None = None) -> tuple[Path, dict[str, Any]]:
     """``(folder, manifest entry)`` of the first searched folder that has ``name``.
 
     Raises:
         WeightsError: no searched folder has it (the message names them and what they have).
     """
     seen: list[str] = []
-    for d in search_dirs(folder):
+    for d in search_dirs(weights_dir):
         models = read_manifest(d)
         if name in models:
             return d, models[name]
@@ -127,17 +161,17 @@ def locate(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[Pat
     )
 
 
-def has_model(name: str, folder: str | os.PathLike[str] | None = None) -> bool:
+def has_model(name: str, weights_dir: str | os.PathLike[str] | None = None) -> bool:
     """Whether any searched folder (see :func:`search_dirs`) has ``name`` in its manifest."""
-    return any(name in read_manifest(d) for d in search_dirs(folder))
+    return any(name in read_manifest(d) for d in search_dirs(weights_dir))
 
 
-def model_entry(name: str, folder: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+def model_entry(name: str, weights_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The manifest entry of ``name`` (see :func:`locate`)."""
-    return locate(name, folder)[1]
+    return locate(name, weights_dir)[1]
 
 
-def model_framing(names: list[str], folder: str | os.PathLike[str] | None = None) -> tuple[tuple[float, ...], int]:
+def model_framing(names: list[str], weights_dir: str | os.PathLike[str] | None = None) -> tuple[tuple[float, ...], int]:
     """The crop framing ``(rescale, size)`` the models ``names`` were trained with (their ``framing`` entry).
 
     A model with no recorded framing counts as the original seed's
@@ -148,7 +182,7 @@ def model_framing(names: list[str], folder: str | os.PathLike[str] | None = None
 
     framings = set()
     for name in names:
-        fr = model_entry(name, folder).get("framing", {})
+        fr = model_entry(name, weights_dir).get("framing", {})
         framings.add((tuple(float(f) for f in fr.get("rescale", SEED_RESCALE)), int(fr.get("size", 128))))
     if len(framings) != 1:
         raise ValueError(f"models {names} were trained with different framings: {framings}")
@@ -164,9 +198,12 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def verify(name: str, folder: str | os.PathLike[str] | None = None) -> Path:
+def verify(name: str, weights_dir: str | os.PathLike[str] | None = None) -> Path:
     """Check that ``name``'s file exists and matches the manifest's sha256; return its path."""
-    d, entry = locate(name, folder)
+    return _verified_file(name, *locate(name, weights_dir))
+
+
+def _verified_file(name: str, d: Path, entry: dict[str, Any]) -> Path:
     path = d / entry["file"]
     if not path.is_file():
         raise WeightsError(f"weights file for {name!r} is missing: {path} (expected sha256 {entry['sha256']})")
@@ -252,9 +289,9 @@ def save_weights(
     return sha256_file(path)
 
 
-def register_weights(name: str, entry: dict[str, Any], folder: str | os.PathLike[str] | None = None) -> None:
+def register_weights(name: str, entry: dict[str, Any], weights_dir: str | os.PathLike[str] | None = None) -> None:
     """Add or replace ``name`` in the manifest (atomic rewrite, keys sorted for clean diffs)."""
-    d = weights_dir(folder)
+    d = primary_dir(weights_dir)
     d.mkdir(parents=True, exist_ok=True)
     path = d / MANIFEST
     doc = {"format": 1, "models": {}}
@@ -265,29 +302,46 @@ def register_weights(name: str, entry: dict[str, Any], folder: str | os.PathLike
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(doc, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     os.replace(tmp, path)
+    cache = _MANIFESTS.get()
+    if cache is not None:
+        cache.pop(path.resolve(), None)
 
 
-def load_state_dict(name: str, folder: str | os.PathLike[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_state_dict(name: str, weights_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Verify and read ``name``'s weights; returns ``(fp32 state_dict, manifest entry)``."""
     from safetensors.torch import load_file
 
-    path = verify(name, folder)
+    d, entry = locate(name, weights_dir)
+    path = _verified_file(name, d, entry)
     try:
         stored = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error types
         raise WeightsError(f"cannot read weights file {path} for {name!r}: {e}") from e
-    return dequantize_state_dict(stored), locate(name, folder)[1]
+    return dequantize_state_dict(stored), entry
 
 
-def load_model(name: str, folder: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> nn.Module:
-    """Build ``name``'s architecture from the manifest, load its verified weights, return it in eval mode."""
+def load_model(name: str, weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", *,
+               folder: str | os.PathLike[str] | None = None) -> nn.Module:
+    """Build ``name``'s architecture from the manifest, load its verified weights, return it in eval mode.
+
+    ``folder`` is the former name of ``weights_dir`` (the CycleGAN trainer's modules still use it).
+    """
     import faceswap_pipeline.archs  # noqa: F401  (registers the architectures)
     from faceswap_pipeline.registry import ARCHS
 
-    state, entry = load_state_dict(name, folder)
+    if folder is not None:
+        if weights_dir is not None:
+            raise TypeError("give weights_dir or folder (its former name), not both")
+        weights_dir = folder
+
+    state, entry = load_state_dict(name, weights_dir)
     model: nn.Module = ARCHS.get(entry["arch"])(**entry.get("kwargs", {}))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise WeightsError(f"weights of {name!r} do not fit architecture {entry['arch']}: {e}") from e
     return model.to(device).eval()
+
+
+weights_dir = primary_dir
+"""Former name of :func:`primary_dir` (the cascade and face-check trainers and the CycleGAN ablation use it)."""

@@ -216,7 +216,7 @@ def test_trainer_smoke_resume_identical(tmp_path) -> None:
     assert all(math.isfinite(h["age_mae"]) for h in hist)
     from faceswap_pipeline.weights import load_model, model_entry
 
-    net = load_model("attributes.v1", folder=tmp_path / "w_a")
+    net = load_model("attributes.v1", weights_dir=tmp_path / "w_a")
     assert model_entry("attributes.v1", tmp_path / "w_a")["training"]["steps"] == 4
     assert net(torch.rand(1, 3, 128, 128))["gender"].shape == (1, 2)
 

@@ -312,7 +312,7 @@ def test_trainer_smoke_and_exact_resume(tmp_path: Path) -> None:
     assert rc == 0
     from faceswap_pipeline.weights import load_model
 
-    m = load_model("srresnet.test", folder=wdir)
+    m = load_model("srresnet.test", weights_dir=wdir)
     assert isinstance(m, SRResNet) and m(torch.rand(1, 3, 8, 8)).shape == (1, 3, 32, 32)
 
 
@@ -484,7 +484,7 @@ def test_blur_kernels() -> None:
 def test_generator_lr_pairs(tiny_weights: str) -> None:
     from faceswap_pipeline.train.degrade import GeneratorLR, load_generators
 
-    gen = GeneratorLR(load_generators(folder=tiny_weights))
+    gen = GeneratorLR(load_generators(weights_dir=tiny_weights))
     hr = _smooth_image(64, 64, seed=4)
     lr, target = gen.pair(hr, 0, 2)
     assert lr.shape == (1, 3, 32, 32) and target.shape == hr.shape
@@ -535,7 +535,7 @@ def test_trainer_degradations_gen_aug_and_warm_start(tmp_path: Path, tiny_weight
         train(SRConfig(out=str(tmp_path / "x4"), **common, export_only=True))
     entry = read_manifest(wdir)["srresnet.x2"]
     assert entry["kwargs"]["scale"] == 2 and "degradation chain" in entry["training"]["data"]["patches"]
-    assert load_model("srresnet.x2", folder=wdir)(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
+    assert load_model("srresnet.x2", weights_dir=wdir)(torch.rand(1, 3, 8, 8)).shape == (1, 3, 16, 16)
     with pytest.raises(ValueError):
         train(SRConfig(out=str(tmp_path / "bad"), **{**common, "degrade": "gan"}))
     with pytest.raises(ValueError):
@@ -581,7 +581,7 @@ def test_shipped_net_has_no_grid_on_flat_and_gradient(name: str) -> None:
     """The trained nets add no 2-/4-px periodic energy on a flat or gradient input (bicubic scores ~1 there)."""
     from faceswap_pipeline.weights import load_model
 
-    m = load_model(name, folder=REPO / "weights").eval()
+    m = load_model(name, weights_dir=REPO / "weights").eval()
     scale = int(m.scale)
     for x in _flat_and_gradient(32):
         with torch.inference_mode():
@@ -620,7 +620,7 @@ def test_shipped_x2_x4_stage_end_to_end(astronaut: np.ndarray) -> None:
     assert float(psnr_y(sr4, hr, 4)[0]) > float(psnr_y(q(resize(lr4, (256, 256), "bicubic")), hr, 4)[0]) + 0.5
     # The real input: the shipped generator's output. SR adds no grid beyond bicubic's at 2k px.
     with torch.inference_mode():
-        g = torch.round(translate(load_model("cyclegan.male2female", folder=REPO / "weights").eval(), face) * 255) / 255
+        g = torch.round(translate(load_model("cyclegan.male2female", weights_dir=REPO / "weights").eval(), face) * 255) / 255
         for name, k in (("x2", 2), ("x4", 4)):
             y = q(stage.modules[name](g).float())
             b = q(resize(g, (128 * k, 128 * k), "bicubic"))

@@ -203,7 +203,7 @@ def test_export_int8_roundtrip(tmp_path: Path) -> None:
     m, f = _data(1)
     x = m[:4].float() / 127.5 - 1
     for direction, net in (("male2female", "G_m2f"), ("female2male", "G_f2m")):
-        stored = load_model(f"cyclegan.{direction}", folder=wdir)
+        stored = load_model(f"cyclegan.{direction}", weights_dir=wdir)
         with torch.no_grad():
             a, b = stored(x), tr.nets[net].eval()(x)
         assert (a - b).abs().mean() < 0.02, direction

@@ -93,3 +93,36 @@ def test_own_folder_overrides_shipped_models_and_falls_back_for_the_rest(tmp_pat
     _save(tmp_path)
     assert locate("cyclegan.test", tmp_path)[0] == tmp_path
     assert locate("srresnet.x4", tmp_path)[0] == shipped_dir()
+
+
+def test_load_pipeline_parses_each_manifest_once(monkeypatch, tiny_weights):
+    import faceswap_pipeline as fp
+    import faceswap_pipeline.weights as w
+
+    parsed = []
+    real = w._parse_manifest
+    monkeypatch.setattr(w, "_parse_manifest", lambda path: parsed.append(path.resolve()) or real(path))
+    fp.load_pipeline("female2male", device="cpu")  # detector, verifier, landmarks, generator, SR x4 + x2
+    assert len(parsed) == 1
+    parsed.clear()
+    fp.load_pipeline("male2female", upscaler="resize", device="cpu", weights_dir=tiny_weights)
+    assert len(parsed) == 2 and len(set(parsed)) == 2  # the folder given, then the shipped one
+    parsed.clear()
+    w.read_manifest(), w.read_manifest()  # outside a loader nothing is kept: a changed manifest is seen
+    assert len(parsed) == 2
+
+
+def test_a_manifest_registered_inside_a_loading_block_is_read_again(tmp_path):
+    from faceswap_pipeline.weights import has_model, manifests_read_once
+
+    with manifests_read_once():
+        assert not has_model("cyclegan.test", tmp_path)
+        _save(tmp_path)
+        assert has_model("cyclegan.test", tmp_path)
+
+
+def test_load_model_takes_weights_dir_or_its_former_name_folder(tmp_path):
+    _save(tmp_path)
+    assert isinstance(load_model("cyclegan.test", folder=tmp_path), ResnetGenerator)
+    with pytest.raises(TypeError, match="not both"):
+        load_model("cyclegan.test", tmp_path, folder=tmp_path)

@@ -103,7 +103,7 @@ class AttributeClassifier(ModelStage):
         """Load shipped weights ``name`` (sha256-verified) and wrap them in the stage."""
         from faceswap_pipeline.weights import load_model
 
-        return cls(load_model(name, folder=weights_dir, device=device), device=device, **kwargs)
+        return cls(load_model(name, weights_dir=weights_dir, device=device), device=device, **kwargs)
 
     def process(self, batch: list[ImageRecord]) -> list[ImageRecord]:
         faces = [f for rec in batch for f in rec.faces if f.crop is not None]

@@ -5,8 +5,8 @@ Two entry points:
 * :class:`SRUpscaler` — the pipeline stage. After translation each :class:`FaceRecord` holds
   ``output`` (3, 128, 128) float32 in [0, 1] (a letterboxed square) and ``transform``, whose
   ``crop_size`` is the region it will be pasted into. Per face, from the paste size
-  ``max(crop_size)``: <= ``min_face`` (128) -> left as is (small faces cost nothing);
-  <= 2 * ``min_face`` -> x2 if an x2 model is loaded, else x4; larger -> x4. The stage replaces
+  ``max(crop_size)``: <= ``sr_above`` (128) -> left as is (small faces cost nothing);
+  <= 256 (twice the generator's 128 px) -> x2 if an x2 model is loaded, else x4; larger -> x4. The stage replaces
   ``output`` by the (3, k*128, k*128) square and appends ``"upscale:x4"`` (or ``x2``) to
   ``actions``; the blend stage then does the exact resize to the crop size via
   :func:`~faceswap_pipeline.ops.geometry.content_of`.
@@ -16,7 +16,7 @@ Two entry points:
 Both accept ``model="resize"``: no network, antialiased bicubic
 (:func:`~faceswap_pipeline.ops.geometry.resize`) — a baseline that needs no weights. In the
 pipeline stage, resize mode leaves ``output`` at 128 px (the blend stage's exact resize *is* the
-bicubic upscale) and records ``"upscale:resize"`` on faces above ``min_face``.
+bicubic upscale) and records ``"upscale:resize"`` on faces above ``sr_above``.
 
 The SR networks' raw outputs are clamped to [0, 1] here (the architecture does not clamp).
 
@@ -46,24 +46,24 @@ RESIZE = "resize"
 """Model name of the weight-free antialiased-bicubic mode."""
 
 
-def choose_scale(paste_size: float, min_face: int = 128, have_x2: bool = False, face_size: int = 128) -> int:
+def choose_scale(paste_size: float, sr_above: int = 128, have_x2: bool = False, face_size: int = 128) -> int:
     """SR factor for a face that will be pasted at ``paste_size`` px (its larger side).
 
     Args:
         paste_size: ``max(transform.crop_size)``, the side of the region in the source photo.
-        min_face: at or below this size no SR is done (1).
+        sr_above: faces pasted larger than this are super-resolved; at or below it no SR is done (1).
         have_x2: whether an x2 model is available.
         face_size: side of the square the generator produced (128).
 
     Returns:
-        1, 2 or 4: 1 when ``paste_size <= min_face``; 2 when ``paste_size <= 2 * face_size`` and
+        1, 2 or 4: 1 when ``paste_size <= sr_above``; 2 when ``paste_size <= 2 * face_size`` and
         ``have_x2``; 4 otherwise.
 
     Example:
         >>> choose_scale(100), choose_scale(200), choose_scale(200, have_x2=True), choose_scale(600)
         (1, 4, 2, 4)
     """
-    if paste_size <= min_face:
+    if paste_size <= sr_above:
         return 1
     if have_x2 and paste_size <= 2 * face_size:
         return 2
@@ -95,8 +95,8 @@ class SRUpscaler(ModelStage):
         model: an SR network (``(B, 3, h, w)`` in [0, 1] -> ``(B, 3, 4h, 4w)``), or ``"resize"``.
         device: where the network runs.
         batch_size: faces per forward pass (a 128 px face needs ~0.3 GB of activations at x4).
-        min_face: paste sizes at or below this get no SR.
-        model_x2: optional x2 network, used for paste sizes in ``(min_face, 256]``.
+        sr_above: faces pasted larger than this many px are super-resolved (at or below: no SR).
+        model_x2: optional x2 network, used for paste sizes in ``(sr_above, 256]``.
         bf16: bf16 autocast: ``"auto"`` (default: on CUDA and native-bf16 CPUs), True or False
             (measured speed and quality in ``docs/benchmarks/sr.md``).
         channels_last: run the networks in channels-last memory format (default: on; ~10-15 %
@@ -113,13 +113,13 @@ class SRUpscaler(ModelStage):
         model: nn.Module | str,
         device: str | torch.device = "cpu",
         batch_size: int = 4,
-        min_face: int = 128,
+        sr_above: int = 128,
         model_x2: nn.Module | None = None,
         bf16: bool | str = "auto",
         channels_last: bool = True,
     ) -> None:
         super().__init__(device, batch_size)
-        self.min_face = int(min_face)
+        self.sr_above = int(sr_above)
         self.bf16 = resolve_bf16(bf16, self.device)
         self.channels_last = bool(channels_last)
         self.resize_only = isinstance(model, str)
@@ -141,7 +141,7 @@ class SRUpscaler(ModelStage):
         device: str | torch.device = "cpu",
         weights_dir: str | os.PathLike[str] | None = None,
         batch_size: int = 4,
-        min_face: int = 128,
+        sr_above: int = 128,
         x2_name: str | None = "srresnet.x2",
         bf16: bool | str = "auto",
         channels_last: bool = True,
@@ -151,16 +151,16 @@ class SRUpscaler(ModelStage):
         ``x2_name`` is loaded too when the manifest has it (otherwise x4 serves every large face).
         """
         if name == RESIZE:
-            return cls(RESIZE, device, batch_size, min_face, bf16=bf16)
+            return cls(RESIZE, device, batch_size, sr_above, bf16=bf16)
         from faceswap_pipeline.weights import has_model, load_model
 
-        model = load_model(name, folder=weights_dir, device=device)
-        x2 = load_model(x2_name, folder=weights_dir, device=device) if x2_name and has_model(x2_name, weights_dir) else None
-        return cls(model, device, batch_size, min_face, model_x2=x2, bf16=bf16, channels_last=channels_last)
+        model = load_model(name, weights_dir=weights_dir, device=device)
+        x2 = load_model(x2_name, weights_dir=weights_dir, device=device) if x2_name and has_model(x2_name, weights_dir) else None
+        return cls(model, device, batch_size, sr_above, model_x2=x2, bf16=bf16, channels_last=channels_last)
 
     def scale_for(self, paste_size: float) -> int:
         """The factor this stage applies to a face pasted at ``paste_size`` px (see :func:`choose_scale`)."""
-        return choose_scale(paste_size, self.min_face, have_x2="x2" in self.modules)
+        return choose_scale(paste_size, self.sr_above, have_x2="x2" in self.modules)
 
     def work(self, rec: ImageRecord) -> float:
         """An image's share of a batch's SR work: output pixels of its super-resolved faces (in units of a 128 px face)."""
@@ -201,19 +201,19 @@ class SRUpscaler(ModelStage):
         return batch
 
     def settings(self) -> dict[str, Any]:
-        """What changes which faces are upscaled and how: the models (weight digests) and ``min_face``.
+        """What changes which faces are upscaled and how: the models (weight digests) and ``sr_above``.
 
         Precision and memory layout (``bf16``, ``channels_last``) are left out: they change
         results by rounding only, and a resumed run on another machine may differ in them.
         """
         from faceswap_pipeline.stages.base import module_digest
 
-        return {"class": "SRUpscaler", "min_face": self.min_face,
+        return {"class": "SRUpscaler", "sr_above": self.sr_above,
                 "models": RESIZE if self.resize_only else {k: module_digest(m) for k, m in sorted(self.modules.items())}}
 
     def __repr__(self) -> str:
         models = RESIZE if self.resize_only else "+".join(sorted(self.modules))
-        return f"SRUpscaler({models}, min_face={self.min_face}, bf16={self.bf16}, device={self.device}, batch_size={self.batch_size})"
+        return f"SRUpscaler({models}, sr_above={self.sr_above}, bf16={self.bf16}, device={self.device}, batch_size={self.batch_size})"
 
 
 class ImageUpscaler:
@@ -278,7 +278,7 @@ class ImageUpscaler:
             return cls(RESIZE, device, tile, overlap)
         from faceswap_pipeline.weights import load_model
 
-        return cls(load_model(name, folder=weights_dir, device=device), device, tile, overlap, bf16=bf16)
+        return cls(load_model(name, weights_dir=weights_dir, device=device), device, tile, overlap, bf16=bf16)
 
     def settings(self) -> dict[str, Any]:
         """What changes the output: the model (a digest of its weights, or ``"resize"``) and the scale.

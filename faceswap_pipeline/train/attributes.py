@@ -207,7 +207,7 @@ def export(model: torch.nn.Module, cfg: AttributesConfig, metrics: dict[str, Any
         "metrics": metrics,
         "notes": "Project stand-in for VGG-16 perceptual features (features(x): 4 conv-block maps); no pretrained VGG-16 can be downloaded here.",
     }
-    register_weights(cfg.name, entry, folder=cfg.weights_dir)
+    register_weights(cfg.name, entry, weights_dir=cfg.weights_dir)
     return path
 
 
@@ -371,7 +371,7 @@ def final_voting_eval(cfg: AttributesConfig, n: int = 400) -> dict[str, Any]:
     """
     from faceswap_pipeline.weights import load_model, model_entry, register_weights
 
-    model = load_model(cfg.name, folder=cfg.weights_dir)
+    model = load_model(cfg.name, weights_dir=cfg.weights_dir)
     va = load_split(cfg.val_pack, 128)  # voting works on the full 128 crops, as in the pipeline
     total = len(va["gender"])
     if n and n < total:
@@ -385,7 +385,7 @@ def final_voting_eval(cfg: AttributesConfig, n: int = 400) -> dict[str, Any]:
     single = evaluate_split(model, va, voting=False)
     entry = model_entry(cfg.name, cfg.weights_dir)
     entry["metrics"] = {**entry.get("metrics", {}), "val_voting45": vote, "val_single_pass_same_faces": single}
-    register_weights(cfg.name, entry, folder=cfg.weights_dir)
+    register_weights(cfg.name, entry, weights_dir=cfg.weights_dir)
     log.info("voting: gender %.4f race %.4f | single (same faces): gender %.4f race %.4f", vote["gender_acc"], vote["race_acc"], single["gender_acc"], single["race_acc"])
     return vote
 

@@ -240,8 +240,8 @@ class GeneratorLR:
 
 
 def load_generators(names: tuple[str, str] = ("cyclegan.male2female", "cyclegan.female2male"),
-                    folder: str | None = None) -> dict[int, torch.nn.Module]:
+                    weights_dir: str | None = None) -> dict[int, torch.nn.Module]:
     """The shipped generators keyed by the source gender (0 male -> ``names[0]``, 1 female -> ``names[1]``)."""
     from faceswap_pipeline.weights import load_model
 
-    return {i: load_model(n, folder=folder).eval() for i, n in enumerate(names)}
+    return {i: load_model(n, weights_dir).eval() for i, n in enumerate(names)}

@@ -438,9 +438,9 @@ def main(argv: list[str] | None = None) -> int:
 
     direction = args.direction or args.generator.split(".", 1)[-1]
     src, _ = split_direction(direction)
-    gen = load_model(args.generator, folder=args.weights_dir)
+    gen = load_model(args.generator, weights_dir=args.weights_dir)
     framing = model_entry(args.generator, args.weights_dir).get("framing") or {}
-    attr = load_model(args.attr_name, folder=args.attr_weights_dir or args.weights_dir)
+    attr = load_model(args.attr_name, weights_dir=args.attr_weights_dir or args.weights_dir)
     pack = FacePack(args.pack)
     if framing and list(framing.get("rescale", [])) != list(pack.meta.get("framing", {}).get("rescale", [])):
         log.warning("generator framing %s differs from the pack's %s", framing.get("rescale"), pack.meta.get("framing"))

@@ -19,7 +19,7 @@ from torch import nn
 def export_model(
     model: nn.Module | dict[str, torch.Tensor],
     name: str,
-    folder: str | os.PathLike[str] | None,
+    weights_dir: str | os.PathLike[str] | None,
     *,
     file: str,
     arch: str,
@@ -27,13 +27,13 @@ def export_model(
     storage: str = "fp16",
     **fields: Any,
 ) -> tuple[Path, str]:
-    """Write ``model`` as ``<folder>/<file>`` and register it as ``name`` in ``<folder>/manifest.json``.
+    """Write ``model`` as ``<weights_dir>/<file>`` and register it as ``name`` in ``<weights_dir>/manifest.json``.
 
     Args:
         model: the net or its state dict.
         name: manifest name (``arch.tag``, e.g. ``cyclegan.male2female``).
-        folder: the weights folder (None: :func:`~faceswap_pipeline.weights.weights_dir`'s default).
-        file: file name inside ``folder``.
+        weights_dir: the weights folder (None: :func:`~faceswap_pipeline.weights.primary_dir`'s default).
+        file: file name inside ``weights_dir``.
         arch, kwargs: registry architecture and its constructor arguments.
         storage: ``int8``, ``fp16`` or ``fp32``.
         **fields: the rest of the entry, in order (``io``, ``framing``, ``training``, ``metrics`` ...).
@@ -43,14 +43,14 @@ def export_model(
         ``(path, sha256)`` of the written file.
     """
     from faceswap_pipeline.machine import describe_machine
-    from faceswap_pipeline.weights import register_weights, save_weights, weights_dir
+    from faceswap_pipeline.weights import primary_dir, register_weights, save_weights
 
-    path = weights_dir(folder) / file
+    path = primary_dir(weights_dir) / file
     sha = save_weights(model, path, arch=arch, kwargs=kwargs, storage=storage)
     if isinstance(fields.get("training"), dict) and not fields["training"].get("machine"):
         fields["training"] = {**fields["training"], "machine": describe_machine()}
     entry = {"file": file, "sha256": sha, "arch": arch, "kwargs": kwargs, "storage": storage, **fields}
-    register_weights(name, entry, folder=folder)
+    register_weights(name, entry, weights_dir)
     return path, sha
 
 

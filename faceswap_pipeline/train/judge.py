@@ -258,7 +258,7 @@ class Judge:
         if probes is None:
             from faceswap_pipeline.weights import load_model
 
-            probes = load_model(JUDGE_NAME, folder=weights_dir)
+            probes = load_model(JUDGE_NAME, weights_dir=weights_dir)
         self.probes = probes.eval()
         self.attr = attr_model
         self.rescale = tuple(rescale)
@@ -376,7 +376,7 @@ def main_fit(args: argparse.Namespace) -> int:
         },
         "metrics": {"val_all_ages": acc, "val_adults": acc_adult, "val_hog_found": round(float(fv.mean()), 4)},
     }
-    register_weights(JUDGE_NAME, entry, folder=args.out_dir)
+    register_weights(JUDGE_NAME, entry, weights_dir=args.out_dir)
     print(json.dumps(entry["metrics"], indent=1))
     return 0
 

@@ -227,7 +227,7 @@ class GenPatchSource:
         if not len(keep):
             raise ValueError(f"no train-split faces with pad <= 0.02 in {pack}")
         self.idx, self.patch, self.scale = keep, int(patch), int(scale)
-        self.gen = GeneratorLR(load_generators(folder=weights_dir))
+        self.gen = GeneratorLR(load_generators(weights_dir=weights_dir))
 
     def pair(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """``(hr, lr)``: ``(3, patch, patch)`` target and ``(3, patch / scale, patch / scale)`` input."""
@@ -311,7 +311,7 @@ def _perceptual(cfg: SRConfig) -> torch.nn.Module | None:
     from faceswap_pipeline.train.losses import PerceptualLoss
     from faceswap_pipeline.weights import load_model
 
-    net = load_model(cfg.perceptual_model, folder=cfg.perceptual_weights_dir or None, device=cfg.device)
+    net = load_model(cfg.perceptual_model, weights_dir=cfg.perceptual_weights_dir or None, device=cfg.device)
     layers = [int(v) for v in cfg.perceptual_layers.split(",") if v.strip()]
     return PerceptualLoss(net, layers=layers)
 
@@ -529,7 +529,7 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
         "metrics": {f"val{cfg.val_faces}_{k}": round(v, 4) for k, v in (val or {}).items()},
     }
     if cfg.export_name:
-        register_weights(cfg.export_name, entry, folder=cfg.weights_dir or (str(path.parent) if path.parent.name else None))
+        register_weights(cfg.export_name, entry, weights_dir=cfg.weights_dir or (str(path.parent) if path.parent.name else None))
     log.info("exported %s (sha256 %s)", path, sha)
     return entry
 
