@@ -7,9 +7,12 @@ Coordinates are source-image pixels, boxes are ``(x0, y0, x1, y1)`` with ``x1``/
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is not imported to define the records
+    import torch
 
 Box = tuple[float, float, float, float]
 
@@ -97,10 +100,10 @@ class FaceRecord:
     Attributes:
         detection: where the detector found it.
         transform: crop/letterbox geometry (set by the crop stage).
-        crop: ``(3, S, S)`` float32 in [0, 1], the letterboxed face (crop stage).
+        crop: ``(3, S, S)`` float32 tensor in [0, 1], the letterboxed face (crop stage).
         direction: which translation this face gets (e.g. ``"male2female"``), or None to skip.
         attributes: predictions of the attribute network, e.g. ``{"p_female": 0.93}``.
-        output: ``(3, S', S')`` float32 in [0, 1], the translated (and maybe upscaled) square.
+        output: ``(3, S', S')`` float32 tensor in [0, 1], the translated (and maybe upscaled) square.
         actions: what was done to this face, for the report (e.g. ``["translate:male2female"]``).
         selected: False when the face policy leaves this face out (no stage changes it).
         strength: edit strength the translation was applied with (0 = unchanged .. 1 = full).
@@ -108,10 +111,10 @@ class FaceRecord:
 
     detection: Detection
     transform: CropTransform | None = None
-    crop: Any = None
+    crop: torch.Tensor | None = None
     direction: str | None = None
     attributes: dict[str, float] = field(default_factory=dict)
-    output: Any = None
+    output: torch.Tensor | None = None
     actions: list[str] = field(default_factory=list)
     selected: bool = True
     strength: float | None = None

@@ -37,8 +37,8 @@ def test_hog_finds_every_face_on_a_multi_face_canvas(multi_face_canvas):
     np.testing.assert_allclose(found, expected, atol=8)
 
 
-def test_hog_min_size_and_max_side(astronaut):
-    assert HogDetector(min_size=200).detect(astronaut) == []
+def test_hog_min_face_and_max_side(astronaut):
+    assert HogDetector(min_face=200).detect(astronaut) == []
     big = np.repeat(np.repeat(astronaut, 2, 0), 2, 1)  # 1024 px, detected on a 512 px copy
     (d, *_) = HogDetector(max_side=512).detect(big)
     assert d.box == pytest.approx(tuple(2 * v for v in ASTRONAUT_FACE), abs=2)

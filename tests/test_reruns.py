@@ -137,3 +137,18 @@ def test_outputs_without_a_settings_record_are_kept_and_said_so(src, tmp_path, c
     assert read_marker(out)["settings"] is None and r.settings is None  # unknown, not claimed to be 'darken'
     redo = run_folder(src, out, darken, progress=False, settings={"op": "darken"}, overwrite=True)
     assert redo.n_ok == 3 and read_marker(out)["settings"] == {"op": "darken"}
+
+
+def test_results_recorded_under_former_option_names_resume(src, tmp_path):
+    """Options renamed since (HOG ``min_size`` -> ``min_face``, SR ``min_face`` -> ``sr_above``) mean the same settings."""
+    out = tmp_path / "out"
+    old = {"command": "run", "stages": [{"stage": "detect", "class": "HogDetector", "min_size": 0, "upsample": 1},
+                                        {"stage": "upscale", "class": "SRUpscaler", "min_face": 128, "models": "resize"}]}
+    new = {"command": "run", "stages": [{"stage": "detect", "class": "HogDetector", "min_face": 0, "upsample": 1},
+                                        {"stage": "upscale", "class": "SRUpscaler", "sr_above": 128, "models": "resize"}]}
+    assert run_folder(src, out, invert, progress=False, settings=old).n_ok == 3
+    assert run_folder(src, out, invert, progress=False, settings=new).n_skipped == 3
+    other = json.loads(json.dumps(new))
+    other["stages"][1]["sr_above"] = 256
+    with pytest.raises(SettingsMismatchError, match=r"upscale\.sr_above: 128 -> 256"):
+        run_folder(src, out, invert, progress=False, settings=other)

@@ -33,7 +33,7 @@ class HogDetector(DetectorStage):
 
     Args:
         upsample: times dlib doubles the image before scanning (1 finds faces down to ~40 px).
-        min_size: drop faces whose box side (source pixels) is smaller than this.
+        min_face: drop faces whose box side (source pixels) is smaller than this.
         threshold: dlib's ``adjust_threshold``; scores are SVM margins, higher is surer.
         max_side: images whose longer side exceeds this are shrunk for detection only (bounds time
             and memory on huge photos; boxes are mapped back to full resolution). None: never.
@@ -44,9 +44,9 @@ class HogDetector(DetectorStage):
 
     name = "detect"
 
-    def __init__(self, upsample: int = 1, min_size: int = 0, threshold: float = 0.0, max_side: int | None = 2000) -> None:
+    def __init__(self, upsample: int = 1, min_face: int = 0, threshold: float = 0.0, max_side: int | None = 2000) -> None:
         self.upsample = int(upsample)
-        self.min_size = int(min_size)
+        self.min_face = int(min_face)
         self.threshold = float(threshold)
         self.max_side = max_side
         self._det: Any = None  # dlib is imported on first use, never at import time
@@ -67,7 +67,7 @@ class HogDetector(DetectorStage):
         dets = []
         for r, s in zip(rects, scores):
             box = (r.left() * f, r.top() * f, (r.right() + 1) * f, (r.bottom() + 1) * f)
-            if min(box[2] - box[0], box[3] - box[1]) >= self.min_size:
+            if min(box[2] - box[0], box[3] - box[1]) >= self.min_face:
                 dets.append(Detection(box=box, score=float(s)))
         return sorted(dets, key=lambda d: -d.score)
     def warmup(self) -> None:
@@ -75,7 +75,7 @@ class HogDetector(DetectorStage):
         self.detect(np.zeros((80, 80, 3), np.uint8))
 
     def __repr__(self) -> str:
-        return f"HogDetector(upsample={self.upsample}, min_size={self.min_size}, threshold={self.threshold})"
+        return f"HogDetector(upsample={self.upsample}, min_face={self.min_face}, threshold={self.threshold})"
 
 
 
