@@ -20,12 +20,50 @@ Optional parts of the protocol, used by :class:`~faceswap_pipeline.pipeline.Pipe
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Protocol, runtime_checkable
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
 from faceswap_pipeline.types import Detection, FaceRecord, ImageRecord
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is running out of memory: CUDA's (or another device's) OOM, or a CPU ``MemoryError``."""
+    if isinstance(exc, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def for_chunks(stage: Any, items: Sequence[T], fn: Callable[[list[T]], None]) -> None:
+    """Call ``fn`` on consecutive chunks of ``stage.batch_size`` items, halving on out-of-memory.
+
+    When ``fn`` runs out of memory (:func:`is_out_of_memory`) on a chunk of more than one item, the
+    stage's ``batch_size`` is halved (for the rest of its life: the next photos start at the size
+    that fit), a warning is logged and the same items are tried again, so no item is ever lost or
+    skipped. A single item that does not fit raises the error. ``fn`` must make its changes only
+    after its forward pass (a failed chunk leaves nothing half-done).
+    """
+    i = 0
+    while i < len(items):
+        chunk = list(items[i : i + max(1, int(stage.batch_size))])
+        try:
+            fn(chunk)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or len(chunk) == 1:
+                raise
+            stage.batch_size = max(1, len(chunk) // 2)
+            log.warning("%s: out of memory on a batch of %d faces; retrying with batch size %d",
+                        getattr(stage, "name", type(stage).__name__), len(chunk), stage.batch_size)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        i += len(chunk)
 
 
 @runtime_checkable

@@ -16,7 +16,7 @@ from torch import nn
 
 from faceswap_pipeline.labels import AUTO_GENDER, RACES
 from faceswap_pipeline.ops.voting import DEFAULT_SCALES, DEFAULT_SHIFT, jitter_params, jittered_windows, vote
-from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.stages.base import ModelStage, for_chunks
 from faceswap_pipeline.types import ImageRecord
 
 
@@ -109,15 +109,22 @@ class AttributeClassifier(ModelStage):
         faces = [f for rec in batch for f in rec.faces if f.crop is not None]
         if not faces:
             return batch
-        crops = torch.stack([f.crop for f in faces]).to(self.device)
-        p = predict(self.modules["attributes"], crops, voting=self.voting, batch_size=self.batch_size)
+
+        def run(chunk: list) -> None:
+            crops = torch.stack([f.crop for f in chunk]).to(self.device)
+            p = predict(self.modules["attributes"], crops, voting=self.voting, batch_size=self.batch_size)
+            self._assign(chunk, p)
+
+        for_chunks(self, faces, run)
+        return batch
+
+    def _assign(self, faces: list, p: dict[str, torch.Tensor]) -> None:
         g, r, a = p["gender"].cpu(), p["race"].cpu(), p["age"].cpu()
         for i, f in enumerate(faces):
             attrs = {"p_female": float(g[i, 1])}
             attrs.update({f"p_{rn}": float(r[i, j]) for j, rn in enumerate(RACES)})
             attrs["age"] = float(a[i])
             f.attributes = {**f.attributes, **attrs}
-        return batch
 
     def work(self, rec: ImageRecord) -> float:
         """An image's share of a batch's work: its faces with a crop."""

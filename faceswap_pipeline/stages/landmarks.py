@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from faceswap_pipeline.ops.landmarks import dlib_landmarks
+from faceswap_pipeline.stages.base import for_chunks
 from faceswap_pipeline.types import ImageRecord
 
 LANDMARKERS = ("cnn", "dlib")
@@ -68,14 +69,15 @@ class LandmarkDetector:
             return batch
         todo = [(rec, f) for rec, f in faces if f.crop is not None and f.transform is not None]
         assert self.model is not None
-        for i in range(0, len(todo), self.batch_size):
-            chunk = todo[i : i + self.batch_size]
+        def run(chunk: list) -> None:
             x = torch.stack([f.crop for _, f in chunk]).to(self.device, torch.float32)
             with torch.inference_mode():
                 pts = self.model(x).float().cpu().numpy() * x.shape[-1]
             for (_, f), p in zip(chunk, pts):
                 src = f.transform.to_source(p).astype(np.float32)
                 f.detection = dataclasses.replace(f.detection, landmarks=src)
+
+        for_chunks(self, todo, run)
         return batch
 
     def settings(self) -> dict[str, object]:

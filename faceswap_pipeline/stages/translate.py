@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.stages.base import ModelStage, for_chunks
 from faceswap_pipeline.types import ImageRecord
 
 DIRECTIONS: tuple[str, ...] = (
@@ -116,8 +116,8 @@ class Translator(ModelStage):
         cuda = self.device.type == "cuda"
         for direction, faces in todo.items():
             gen = self.modules[direction]
-            for i in range(0, len(faces), self.batch_size):
-                chunk = faces[i : i + self.batch_size]
+
+            def run(chunk: list, gen: nn.Module = gen, direction: str = direction) -> None:
                 x = torch.stack([f.crop for f in chunk]).to(self.device, non_blocking=True)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and self.amp):
                     y = translate(gen, x).float()
@@ -128,6 +128,8 @@ class Translator(ModelStage):
                     f.output = out
                     f.strength = s
                     f.actions.append(f"translate:{direction}")
+
+            for_chunks(self, faces, run)
         return batch
 
     def settings(self) -> dict:

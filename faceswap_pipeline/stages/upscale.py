@@ -37,7 +37,7 @@ from torch import nn
 
 from faceswap_pipeline.ops.geometry import resize
 from faceswap_pipeline.ops.tiling import upscale_tiled
-from faceswap_pipeline.stages.base import ModelStage
+from faceswap_pipeline.stages.base import ModelStage, for_chunks
 from faceswap_pipeline.types import ImageRecord
 
 log = logging.getLogger(__name__)
@@ -191,13 +191,15 @@ class SRUpscaler(ModelStage):
                 jobs[k].append(face)
         for k, faces in jobs.items():
             net = self.modules.get(f"x{k}")
-            for i in range(0, len(faces), self.batch_size):
-                chunk = faces[i : i + self.batch_size]
+
+            def run(chunk: list, net: Any = net, k: int = k) -> None:
                 x = torch.stack([f.output for f in chunk]).to(self.device, torch.float32)
                 y = _run(net, x, self.bf16, self.channels_last)
                 for f, out in zip(chunk, y):
                     f.output = out.to(f.output.device)
                     f.actions.append(f"upscale:x{k}")
+
+            for_chunks(self, faces, run)
         return batch
 
     def settings(self) -> dict[str, Any]:
