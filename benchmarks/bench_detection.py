@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import cross_fit, evaluate, found_count, load_set, write_json
 
 log = logging.getLogger("bench_detection")
 
@@ -42,155 +43,10 @@ log = logging.getLogger("bench_detection")
 # ------------------------------------------------------------------------------------ data
 
 
-def load_set(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """``[(path, image (H, W, 3) uint8, gt (N, 4) xyxy)]`` from ``boxes.txt`` (``x y w h`` per face)."""
-    import imageio.v3 as iio
-
-    out = []
-    for line in (root / "boxes.txt").read_text().splitlines():
-        parts = line.split()
-        if not parts:
-            continue
-        rel, n = parts[0], int(parts[1])
-        v = np.array([float(x) for x in parts[2 : 2 + 4 * n]], dtype=np.float64).reshape(n, 4)
-        gt = np.c_[v[:, 0], v[:, 1], v[:, 0] + v[:, 2], v[:, 1] + v[:, 3]]
-        im = np.asarray(iio.imread(root / rel))
-        if im.ndim == 2:
-            im = np.repeat(im[:, :, None], 3, axis=2)
-        out.append((rel, np.ascontiguousarray(im[:, :, :3]).astype(np.uint8), gt))
-    out.sort(key=lambda t: t[0])
-    return out
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    wh = np.clip(rb - lt, 0, None)
-    inter = wh[..., 0] * wh[..., 1]
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
 # ------------------------------------------------------------------------------------ box transform
 
 
-def fit_transform(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
-    """Least-squares centre/size transform detector box -> annotation box (relative to the box size)."""
-    if len(pairs) < 3:
-        return {"ax": 0.0, "ay": 0.0, "sw": 1.0, "sh": 1.0, "pairs": len(pairs)}
-    d = np.array([p[0] for p in pairs])
-    g = np.array([p[1] for p in pairs])
-    dc, dw = (d[:, :2] + d[:, 2:]) / 2, d[:, 2:] - d[:, :2]
-    gc, gw = (g[:, :2] + g[:, 2:]) / 2, g[:, 2:] - g[:, :2]
-    return {
-        "ax": float(np.mean((gc[:, 0] - dc[:, 0]) / dw[:, 0])),
-        "ay": float(np.mean((gc[:, 1] - dc[:, 1]) / dw[:, 1])),
-        "sw": float((gw[:, 0] * dw[:, 0]).sum() / (dw[:, 0] ** 2).sum()),
-        "sh": float((gw[:, 1] * dw[:, 1]).sum() / (dw[:, 1] ** 2).sum()),
-        "pairs": len(pairs),
-    }
-
-
-def apply_transform(boxes: np.ndarray, t: dict[str, float]) -> np.ndarray:
-    if len(boxes) == 0:
-        return boxes
-    c = (boxes[:, :2] + boxes[:, 2:]) / 2
-    wh = boxes[:, 2:] - boxes[:, :2]
-    cx, cy = c[:, 0] + t["ax"] * wh[:, 0], c[:, 1] + t["ay"] * wh[:, 1]
-    w, h = t["sw"] * wh[:, 0], t["sh"] * wh[:, 1]
-    return np.c_[cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
-
-
-def match_pairs(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray], iou_min: float = 0.3) -> list[tuple[np.ndarray, np.ndarray]]:
-    pairs = []
-    for (boxes, _), gt in zip(dets, gts):
-        m = iou_matrix(gt, boxes)
-        for i in range(len(gt)):
-            if m.shape[1] and m[i].max() > iou_min:
-                pairs.append((boxes[int(m[i].argmax())], gt[i]))
-    return pairs
-
-
-def cross_fit(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray]) -> tuple[list[tuple[np.ndarray, np.ndarray]], dict[str, Any]]:
-    """2-fold cross-fitted annotation transform (see module docstring). Two passes: fit, re-match, re-fit."""
-    folds = [list(range(0, len(dets), 2)), list(range(1, len(dets), 2))]
-    fitted = []
-    for f in folds:
-        dd = [dets[i] for i in f]
-        gg = [gts[i] for i in f]
-        t = fit_transform(match_pairs(dd, gg))
-        dd2 = [(apply_transform(b, t), s) for b, s in dd]
-        pairs = match_pairs(dd2, gg, 0.4)
-        # refine: express the second fit in the raw box frame by composing with the first
-        raw_pairs = [(p0, g) for (p0, g) in match_pairs(dd, gg) if any(np.allclose(apply_transform(p0[None], t)[0], q) for q, _ in pairs)]
-        fitted.append(fit_transform(raw_pairs) if len(raw_pairs) >= 3 else t)
-    out = list(dets)
-    for k, f in enumerate(folds):
-        t = fitted[1 - k]
-        for i in f:
-            out[i] = (apply_transform(dets[i][0], t), dets[i][1])
-    return out, {"fit_on_odd_applied_to_even": fitted[1], "fit_on_even_applied_to_odd": fitted[0]}
-
-
 # ------------------------------------------------------------------------------------ metrics
-
-
-def evaluate(dets: list[tuple[np.ndarray, np.ndarray]], gts: list[np.ndarray], fps: tuple[int, ...] = (10, 50, 100), iou_thr: float = 0.5) -> dict[str, Any]:
-    """Recall at FP counts and VOC AP (all points) over the set, greedy matching in score order."""
-    n_gt = sum(len(g) for g in gts)
-    recs = []
-    for i, (boxes, scores) in enumerate(dets):
-        for b, s in zip(boxes, scores):
-            recs.append((float(s), i, b))
-    recs.sort(key=lambda r: -r[0])
-    used = [np.zeros(len(g), bool) for g in gts]
-    tp = np.zeros(len(recs))
-    for k, (_, i, b) in enumerate(recs):
-        if len(gts[i]) == 0:
-            continue
-        m = iou_matrix(b[None], gts[i])[0]
-        m[used[i]] = -1
-        j = int(m.argmax())
-        if m[j] >= iou_thr:
-            used[i][j] = True
-            tp[k] = 1
-    ctp = np.cumsum(tp)
-    cfp = np.cumsum(1 - tp)
-    recall = ctp / max(1, n_gt)
-    precision = ctp / np.maximum(1, ctp + cfp)
-    out: dict[str, Any] = {"n_faces": n_gt, "n_detections": len(recs)}
-    for f in fps:
-        ok = cfp <= f
-        out[f"recall@{f}fp"] = round(float(recall[ok].max()) if ok.any() else 0.0, 4)
-    # VOC all-points AP
-    mrec = np.r_[0, recall, recall[-1] if len(recall) else 0]
-    mpre = np.r_[0, precision, 0]
-    for i in range(len(mpre) - 2, -1, -1):
-        mpre[i] = max(mpre[i], mpre[i + 1])
-    idx = np.where(mrec[1:] != mrec[:-1])[0]
-    out["ap50"] = round(float(np.sum((mrec[idx + 1] - mrec[idx]) * mpre[idx + 1])), 4)
-    out["max_recall"] = round(float(recall[-1]) if len(recall) else 0.0, 4)
-    return out
-
-
-def found_count(dets: np.ndarray, gt: np.ndarray) -> tuple[int, int]:
-    """(faces found, unmatched detections) with the framing-independent centre criterion."""
-    if len(gt) == 0:
-        return 0, len(dets)
-    found = np.zeros(len(gt), bool)
-    fp = 0
-    gside = np.sqrt((gt[:, 2] - gt[:, 0]) * (gt[:, 3] - gt[:, 1]))
-    for b in dets:
-        c = (b[:2] + b[2:]) / 2
-        side = np.sqrt(max(b[2] - b[0], 1e-6) * max(b[3] - b[1], 1e-6))
-        ok = (c[0] >= gt[:, 0]) & (c[0] < gt[:, 2]) & (c[1] >= gt[:, 1]) & (c[1] < gt[:, 3]) & (side >= 0.5 * gside) & (side <= 2.5 * gside) & ~found
-        if ok.any():
-            found[int(np.argmax(ok))] = True
-        else:
-            fp += 1
-    return int(found.sum()), fp
 
 
 def rotate_case(image: np.ndarray, gt: np.ndarray, angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -480,14 +336,10 @@ def main(argv: list[str] | None = None) -> int:
 
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         cache_path.write_bytes(pickle.dumps(cache))
-    txt = json.dumps(res, indent=2)
     if a.md:
         Path(a.md).parent.mkdir(parents=True, exist_ok=True)
         Path(a.md).write_text(to_markdown(res, argv))
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(txt + "\n")
-    print(txt)
+    print(write_json(res, a.json))
     return 0
 
 

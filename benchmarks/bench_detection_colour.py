@@ -39,11 +39,7 @@ from typing import Any
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_detection import (  # noqa: E402
+from common import (
     apply_transform,
     cross_fit,
     evaluate,
@@ -52,9 +48,10 @@ from bench_detection import (  # noqa: E402
     iou_matrix,
     load_set,
     match_pairs,
+    write_json,
 )
 
-from faceswap_pipeline.train.colour_data import fddb_items, half_split, image_files, read_rgb  # noqa: E402
+from faceswap_pipeline.train.colour_data import fddb_items, half_split, image_files, read_rgb
 
 log = logging.getLogger("bench_detection_colour")
 Dets = tuple[np.ndarray, np.ndarray]
@@ -423,10 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     a.detectors = a.detectors.split(",")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     res = run(a, argv)
-    txt = json.dumps(res, indent=2)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(txt + "\n")
+    write_json(res, a.json)
     if a.md:
         Path(a.md).parent.mkdir(parents=True, exist_ok=True)
         Path(a.md).write_text(to_markdown(res))

@@ -20,41 +20,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import found_count, load_cascades, validation_chips, write_json
 
 log = logging.getLogger("bench_detection_pose")
 
 BINS = {0: "frontal (HOG filter 0)", 1: "turned (HOG filters 1-2)", 2: "turned (HOG filters 1-2)", 3: "rotated (HOG filters 3-4)", 4: "rotated (HOG filters 3-4)"}
 MISSED = "missed by HOG"
-
-
-def validation_chips(utk: str, n: int, seed: int) -> list[Path]:
-    """``n`` UTKFace chips of the project's validation split (0: all), in a seeded random order."""
-    from faceswap_pipeline.train.splits import is_validation
-
-    files = sorted(f for f in Path(utk).iterdir() if f.suffix.lower() in (".jpg", ".jpeg", ".png") and is_validation(f.name))
-    if n:
-        files = [files[i] for i in np.random.default_rng(seed).permutation(len(files))[:n]]
-    return files
-
-
-def load_cascades(specs: list[str], min_face: float) -> dict[str, Any]:
-    """``NAME=WEIGHTS_DIR`` specs (an empty dir: the shipped weights) -> name -> CascadeDetector."""
-    from faceswap_pipeline.stages.detect_cascade import CascadeDetector
-
-    out = {}
-    for spec in specs or ["shipped="]:
-        name, _, wdir = spec.partition("=")
-        out[name] = CascadeDetector.from_pretrained(weights_dir=wdir or None, min_face=min_face)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import dlib
-    from bench_detection import found_count
 
     from faceswap_pipeline.train.cascade import CascadeTrainConfig, _to_tensor, composite, nonface_files, read_rgb
 
@@ -111,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%d/%d (%.0f s) %s", i, len(files), time.time() - t0, counts)
     order = ["frontal (HOG filter 0)", "turned (HOG filters 1-2)", "rotated (HOG filters 3-4)", MISSED]
     res: dict[str, Any] = {"faces": len(files), "face_px": a.face_px, "min_face": a.min_face, "bins": {k: counts[k] for k in order if k in counts}}
-    txt = json.dumps(res, indent=2)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(txt + "\n")
+    txt = write_json(res, a.json)
     if a.md:
         names = list(cascades)
         L = ["| HOG pose bin | faces | dlib HOG | " + " | ".join(f"cascade {n}" for n in names) + " |", "|---|---|---|" + "---|" * len(names)]

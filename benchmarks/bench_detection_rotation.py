@@ -24,13 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from common import found_count, load_cascades, validation_chips, write_json
 
 log = logging.getLogger("bench_detection_rotation")
 
@@ -59,10 +59,6 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench_detection import found_count
-    from bench_detection_pose import load_cascades, validation_chips
-
     from faceswap_pipeline.stages.detect_hog import HogDetector
     from faceswap_pipeline.train.cascade import CascadeTrainConfig, _to_tensor, composite, nonface_files, read_rgb
 
@@ -112,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "nonface_false_positives": nonface,
         "seconds": round(time.time() - t0, 1),
     }
-    txt = json.dumps(res, indent=2)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(txt + "\n")
+    txt = write_json(res, a.json)
     if a.md:
         names = list(detectors)
         L = ["| angle | faces | " + " | ".join(names) + " |", "|---|---|" + "---|" * len(names)]

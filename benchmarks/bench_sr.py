@@ -24,61 +24,16 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
+from common import quality, write_json
 
 log = logging.getLogger("bench_sr")
-
-
-def _quant(x: torch.Tensor) -> torch.Tensor:
-    return torch.round(x.clamp(0, 1) * 255.0) / 255.0
-
-
-@torch.inference_mode()
-def quality(model: torch.nn.Module, images: list[np.ndarray], scale: int, device: torch.device, batch: int = 8) -> dict[str, Any]:
-    """Per-set mean PSNR-Y / SSIM-Y of SR and bicubic (plus per-image lists for the JSON)."""
-    import torch.nn.functional as F
-
-    from faceswap_pipeline.ops.geometry import resize
-    from faceswap_pipeline.ops.metrics import psnr_y, ssim_y
-    from faceswap_pipeline.train.srresnet import degrade, mod_crop, to_tensor
-
-    rows: dict[str, list[float]] = {f"{m}_{k}": [] for m in ("sr", "bicubic", "bicubic_torch") for k in ("psnr_y", "ssim_y")}
-    groups: dict[tuple[int, ...], list[torch.Tensor]] = {}
-    for img in images:  # batch images of equal size together
-        hr = to_tensor(mod_crop(img, scale))
-        groups.setdefault(tuple(hr.shape), []).append(hr)
-    for hrs in groups.values():
-        for i in range(0, len(hrs), batch):
-            hr = torch.cat(hrs[i : i + batch]).to(device)
-            lr = degrade(hr, scale)
-            outs = {
-                "sr": model(lr).float(),
-                # MATLAB imresize-style bicubic (Keys a = -0.5): the SR papers' baseline.
-                "bicubic": resize(lr, tuple(hr.shape[-2:]), "bicubic"),
-                # torch / OpenCV bicubic (a = -0.75): sharper, a stronger baseline on these images.
-                "bicubic_torch": F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False),
-            }
-            for m, y in outs.items():
-                y = _quant(y)
-                rows[f"{m}_psnr_y"] += psnr_y(y, hr, scale).tolist()
-                rows[f"{m}_ssim_y"] += ssim_y(y, hr, scale).tolist()
-    out: dict[str, Any] = {"n": len(rows["sr_psnr_y"])}
-    out.update({k: round(float(np.mean(v)), 4) for k, v in rows.items()})
-    for b in ("bicubic", "bicubic_torch"):
-        out[f"gain_psnr_y_db_vs_{b}"] = round(out["sr_psnr_y"] - out[f"{b}_psnr_y"], 4)
-        out[f"gain_ssim_y_vs_{b}"] = round(out["sr_ssim_y"] - out[f"{b}_ssim_y"], 4)
-        gains = np.array(rows["sr_psnr_y"]) - np.array(rows[f"{b}_psnr_y"])
-        out[f"images_sr_better_than_{b}"] = int((gains > 0).sum())
-    return out
 
 
 @torch.inference_mode()
@@ -163,11 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.faces:  # does bf16 inference cost quality? same faces, bf16 autocast
             res["faces_bf16"] = quality(bf16_model, [read_rgb(f) for f in files], scale, device)  # type: ignore[arg-type]
             log.info("faces bf16: %s", res["faces_bf16"])
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text + "\n", encoding="utf-8")
+    print(write_json(res, a.json))
     return 0
 
 

@@ -39,7 +39,6 @@ Example::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -50,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from common import quality, write_json
 
 log = logging.getLogger("bench_sr_pipeline")
 
@@ -329,9 +329,6 @@ def main(argv: list[str] | None = None) -> int:
         res["generator_outputs"] = q
         log.info("quality on generator outputs: %.0f s", time.perf_counter() - t)
     if a.faces and "psnr" not in skip:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from bench_sr import quality
-
         from faceswap_pipeline.train.srresnet import read_rgb, split_faces
 
         _, val = split_faces(a.faces)
@@ -352,11 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if "folder" not in skip:
         res["folder"] = folder_speed(a.pipeline_weights, a.folder_images, a.folder_rounds)
         log.info("folder: %s", res["folder"])
-    text = json.dumps(res, indent=2)
-    print(text)
-    if a.json:
-        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.json).write_text(text + "\n", encoding="utf-8")
+    print(write_json(res, a.json))
     return 0
 
 

@@ -27,15 +27,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from common import found_count, load_set
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench_detection import found_count, load_set  # noqa: E402
-
-from faceswap_pipeline.machine import describe_machine  # noqa: E402
-from faceswap_pipeline.stages.detect_hog import HogDetector  # noqa: E402
-from faceswap_pipeline.stages.verify import FaceVerifier, stored_threshold  # noqa: E402
+from faceswap_pipeline.machine import describe_machine
+from faceswap_pipeline.stages.detect_hog import HogDetector
+from faceswap_pipeline.stages.verify import FaceVerifier, stored_threshold
 
 THRESHOLDS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
