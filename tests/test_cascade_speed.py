@@ -59,7 +59,29 @@ def test_bf16_fused_net_close_to_fp32():
         got = half.face_prob(x)  # float32 input is cast inside
     assert got.dtype == torch.float32
     assert (got - ref).abs().max() < 0.05
-    assert isinstance(native_bf16(), bool)
+
+
+@pytest.mark.parametrize(("flags", "expected"), [("fpu sse2 avx2 fma", False), ("fpu avx512f avx512_bf16", True),
+                                                 ("fpu amx_bf16 amx_tile", True), (None, False)])
+def test_native_bf16_reads_the_cpu_flags(monkeypatch, flags, expected):
+    import builtins
+    import io
+
+    real_open = builtins.open
+
+    def fake_open(path, *args, **kwargs):
+        if path != "/proc/cpuinfo":
+            return real_open(path, *args, **kwargs)
+        if flags is None:
+            raise OSError("no /proc on this system")
+        return io.StringIO(f"processor\t: 0\nflags\t\t: {flags}\n")
+
+    native_bf16.cache_clear()  # read once per process: forget this machine's answer, and the fake one after
+    monkeypatch.setattr(builtins, "open", fake_open)
+    try:
+        assert native_bf16() is expected
+    finally:
+        native_bf16.cache_clear()
 
 
 def test_single_image_crop_fast_path_equals_reference():

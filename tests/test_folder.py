@@ -110,7 +110,8 @@ def test_folder_run_mirrors_tree_and_reports_every_file(tmp_path, astro, backgro
     assert ok["error"] is None and ok["output"] == "a.jpg"
     assert set(ok["timings"]) == {"read_s", "process_s", "write_s"}
     assert ok["info"]["image"]["orientation"] == 6 and ok["info"]["shape"] == [256, 256, 3]
-    assert isinstance(ok["info"]["mean"], float)
+    assert isinstance(ok["info"]["mean"], float)  # numpy float32 -> a JSON number, of the decoded input
+    assert ok["info"]["mean"] == pytest.approx(float(read_image(src / "a.jpg").rgb.mean()), rel=1e-6)
     assert by_input["empty.jpg"]["output"] is None
 
     # Outputs: the processed pixels, with the input's format, quality, EXIF and alpha.
