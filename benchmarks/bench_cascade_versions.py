@@ -1,6 +1,6 @@
 """CPU time of two versions of the cascade detector code on the 450x350 photo, calls alternated with dlib HOG.
 
-Used to measure the speed work of issue 6: extract the old code with
+Used to measure a speed change of the cascade code: extract the old code with
 ``mkdir -p runs/orig && git archive <commit> faceswap_pipeline weights | tar -x -C runs/orig`` and
 compare it with the working tree (same weights, same photo, one thread)::
 

@@ -1,4 +1,4 @@
-"""Benchmark the SR stage on what it is really fed: CycleGAN outputs of held-out faces (issue 14).
+"""Benchmark the SR stage on what it is really fed: CycleGAN outputs of held-out faces.
 
 For the first ``--n`` held-out faces of a validation face pack (128 px crops in the generators'
 framing, ``pad <= 0.02``, half male, half female) the shipped generator of each face's gender

@@ -10,6 +10,11 @@ Data flow (each a stage object, all run the same way by :class:`Pipeline`)::
       -> blend    (FeatherBlend: inverse of the crop)    result (H, W, 3) uint8 RGB
 
 Importing the package loads no model and does not import dlib; everything below is lazy.
+
+"The original design", in the docstrings, is the set of write-ups this project implements: the
+face swap (dlib HOG detection, per-side box rescale, letterboxed 128 px CycleGAN, SRResNet x4,
+feathered paste-back), a CNN cascade detector (Li et al. 2015), an attribute CNN with 45-window
+test-time voting and a 68-point landmark CNN. Where the code departs from them, it says so.
 """
 
 from __future__ import annotations

@@ -204,7 +204,7 @@ def load_pipeline(
         blend: paste-back mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or
             ``"poisson"`` (OpenCV's seamless cloning); see :mod:`faceswap_pipeline.ops.seamless`.
         mask: ``"landmarks"`` (default: face-shaped, from 68 landmarks), ``"ellipse"`` (the
-            earlier default) or ``"rect"`` (the seed's square feather).
+            earlier default) or ``"rect"`` (the original design's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
         fallback: a second detector for photos the first found no face in

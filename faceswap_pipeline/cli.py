@@ -172,7 +172,7 @@ def _blend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend", choices=BLEND_MODES, default="feather",
                    help="paste-back: alpha feather, laplacian (multi-band) or poisson (seamless cloning) (default: %(default)s)")
     p.add_argument("--mask", choices=MASK_SHAPES, default="landmarks",
-                   help="blend mask: face-shaped from 68 landmarks, ellipse, or rect (the seed's square feather) (default: %(default)s)")
+                   help="blend mask: face-shaped from 68 landmarks, ellipse, or rect (the original design's square feather) (default: %(default)s)")
     p.add_argument("--landmarks", choices=LANDMARKERS, default="cnn",
                    help="landmarks for --mask landmarks: the shipped CNN (batched) or dlib's predictor "
                         "(needs face-recognition-models) (default: %(default)s)")

@@ -55,7 +55,7 @@ class CropTransform:
 
     Attributes:
         box: ``(x0, y0, x1, y1)`` integer crop window in source pixels.
-        size: side of the letterboxed square (128 for the seed's generator).
+        size: side of the letterboxed square (128 for the shipped generators).
         content_size: ``(w, h)`` of the resized crop inside the square.
         offset: ``(ox, oy)`` of the content's top-left corner inside the square.
     """

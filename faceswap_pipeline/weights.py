@@ -174,7 +174,7 @@ def model_entry(name: str, weights_dir: str | os.PathLike[str] | None = None) ->
 def model_framing(names: list[str], weights_dir: str | os.PathLike[str] | None = None) -> tuple[tuple[float, ...], int]:
     """The crop framing ``(rescale, size)`` the models ``names`` were trained with (their ``framing`` entry).
 
-    A model with no recorded framing counts as the original seed's
+    A model with no recorded framing counts as the original design's
     (:data:`~faceswap_pipeline.ops.geometry.SEED_RESCALE`, 128 px). Raises ``ValueError`` if the
     models differ (one crop stage feeds them all).
     """

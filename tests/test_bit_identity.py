@@ -54,7 +54,7 @@ def _sha(data: bytes) -> str:
 
 
 def test_demo_output_is_bit_identical(tmp_path: Path) -> None:
-    # the paste-back these hashes were recorded with: ellipse feather (issue 17 made face masks the default)
+    # the paste-back these hashes were recorded with: ellipse feather (face masks became the default later)
     assert main(["demo", "--output-dir", str(tmp_path), "-q", "--mask", "ellipse"]) == 0
     assert _sha((tmp_path / "astronaut_before_after.png").read_bytes()) == DEMO_PNG_SHA256
     assert _sha((tmp_path / "astronaut_swapped.png").read_bytes()) == SWAPPED_PNG_SHA256

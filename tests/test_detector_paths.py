@@ -1,4 +1,4 @@
-"""One verify stage behind every detection path: API, pipeline, `detect`, `run`, both detectors (issue 13, items 3-4)."""
+"""One verify stage behind every detection path: API, pipeline, `detect`, `run`, both detectors."""
 
 from __future__ import annotations
 

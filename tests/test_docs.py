@@ -1,4 +1,4 @@
-"""The README says what main does, and every example explains its flags (issue 13, item 14)."""
+"""The README says what main does, and every example explains its flags."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Greyscale and 16-bit photos: grey in, grey out; 16 bits in, 16 bits out (issue 13, items 1-2)."""
+"""Greyscale and 16-bit photos: grey in, grey out; 16 bits in, 16 bits out."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def face_mask(faces, shape) -> np.ndarray:
     return inside
 
 
-# ------------------------------------------------------------------------------- item 1: grey
+# -------------------------------------------------------------------------------------- grey
 
 
 def test_grey_photo_gets_a_grey_face(grey_astronaut, tiny_weights):
@@ -109,7 +109,7 @@ def test_write_image_like_a_grey_file_converts_colour_to_luma(tmp_path, astronau
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o.png")), like.rgb[..., 0])
 
 
-# ----------------------------------------------------------------------------- item 2: 16 bits
+# ------------------------------------------------------------------------------------ 16 bits
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""Issue 17: landmark CNN and its loss, face-shaped masks, feather / laplacian / poisson paste-back, seam metric."""
+"""Landmark CNN and its loss, face-shaped masks, feather / laplacian / poisson paste-back, seam metric."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ def test_loss_of_a_known_shift_is_shift_over_inter_ocular() -> None:
 
 
 def test_loss_compares_point_i_with_point_i() -> None:
-    # seed 003's broken loss ignored which point is which: swapping two points left it unchanged
+    # the original design's loss ignored which point is which: swapping two points left it unchanged
     t = _shape()[None]
     swapped = t.clone()
     swapped[0, [0, 16]] = swapped[0, [16, 0]]
@@ -165,7 +165,7 @@ def test_mask_stays_inside_the_image_and_window(box, shape) -> None:
     outside = (ys[:, None] < 0) | (ys[:, None] >= H) | (xs[None, :] < 0) | (xs[None, :] >= W)
     assert (m[outside] == 0).all()
     # window edges that lie inside the image carry (next to) no weight: no hard step there
-    # (the seed's ellipse / rect feathers reach 0 on the edge itself, half a pixel further out)
+    # (the original ellipse / rect feathers reach 0 on the edge itself, half a pixel further out)
     tol = 0.0 if shape == "landmarks" else 0.01
     if x0 > 0:
         assert (m[:, 0] <= tol).all()

@@ -61,7 +61,7 @@ def test_pipeline_swaps_only_face_regions(multi_face_canvas, tiny_weights):
 
 def test_pipeline_face_at_the_border(face_patch, tiny_weights):
     canvas = np.full((300, 300, 3), 90, np.uint8)
-    canvas[:140, 100:250] = face_patch[20:]  # top 20 rows cut off: the seed crop reaches past the edge
+    canvas[:140, 100:250] = face_patch[20:]  # top 20 rows cut off: the crop window reaches past the edge
     pipe = fp.load_pipeline("female2male", device="cpu", weights_dir=tiny_weights)
     out, faces = pipe(canvas)
     assert len(faces) == 1

@@ -120,7 +120,7 @@ def test_process_image_hog_and_fallback(astronaut_chip) -> None:
 
 
 def test_seed_framing_pads_chips(astronaut_chip) -> None:
-    """The seed's 1.5 top factor reaches past a UTK-like chip; the chip framing does not."""
+    """The original design's 1.5 top factor reaches past a UTK-like chip; the chip framing does not."""
     _, seed = process_image(astronaut_chip, (1.1, 1.5, 1.1, 1.3), 128)
     _, chip = process_image(astronaut_chip, CHIP_RESCALE, 128)
     assert seed["pad"] > chip["pad"] + 0.05

@@ -1,5 +1,5 @@
 """What a person reads: short output, whole log lines above the bar, a bar that moves from the first
-photo, per-image times that mean what they say (issue 13, items 11-13)."""
+photo, per-image times that mean what they say."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def folder(tmp_path, astronaut):
     return d
 
 
-# ---------------------------------------------------------------------------- item 11: log lines and the bar
+# ------------------------------------------------------------------------------------ log lines and the bar
 
 
 def test_warnings_are_written_above_the_bar_not_into_it(folder, tmp_path, capsys):
@@ -81,7 +81,7 @@ def test_default_output_is_short_and_quiet_and_verbose_work(folder, tmp_path, ti
     assert "dropped detection" in r.stderr and "INFO" in r.stderr
 
 
-# ------------------------------------------------------------- item 12: models warm up before the bar starts
+# --------------------------------------------------------------------- models warm up before the bar starts
 
 
 class Recorder:
@@ -128,7 +128,7 @@ def test_default_batch_size_is_one_on_a_cpu():
     assert default_batch_size("cpu") == 1
 
 
-# --------------------------------------------------------------------- item 13: per-image and batch times
+# ----------------------------------------------------------------------------- per-image and batch times
 
 
 def test_stage_times_are_per_image_and_batch_totals_apart(astronaut, tiny_weights):

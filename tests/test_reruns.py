@@ -1,4 +1,4 @@
-"""Re-runs do what they say: no outputs read back as inputs, no silent mix of settings (issue 13, items 5-6)."""
+"""Re-runs do what they say: no outputs read back as inputs, no silent mix of settings."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def src(tmp_path, astronaut):
     return d
 
 
-# ------------------------------------------------------------------ item 5: output inside the input folder
+# ------------------------------------------------------------------------- output inside the input folder
 
 
 def test_outputs_inside_the_input_are_never_read_back_as_inputs(src, tmp_path, caplog):
@@ -55,7 +55,7 @@ def test_outputs_inside_the_input_are_never_read_back_as_inputs(src, tmp_path, c
     assert len(run_folder(src / "swapped", tmp_path / "again", invert, progress=False).items) == 3
 
 
-# -------------------------------------------------------------- item 6: another setting into the same folder
+# --------------------------------------------------------------------- another setting into the same folder
 
 
 def test_other_settings_into_a_folder_with_outputs_are_refused(src, tmp_path):

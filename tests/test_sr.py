@@ -50,7 +50,7 @@ def test_arch_geometry(variant: str, scale: int) -> None:
 
 
 def test_seed_config_size() -> None:
-    m = SRResNet()  # 16 blocks, 64 filters, x4: the seed's network
+    m = SRResNet()  # 16 blocks, 64 filters, x4: the original design's network
     n = sum(p.numel() for p in m.parameters())
     assert 1.4e6 < n < 1.7e6
     assert sum(isinstance(x, torch.nn.PixelShuffle) for x in m.modules()) == 2
@@ -325,7 +325,7 @@ def test_example_help() -> None:
     assert r.returncode == 0 and "--faces" in r.stdout
 
 
-# ----------------------------------------------------------------- ICNR and grid energy (issue 14)
+# ----------------------------------------------------------------------------- ICNR and grid energy
 
 
 def _flat_and_gradient(n: int = 32) -> list[torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Mistakes a new user makes get one clear message, before any work starts (issue 13, items 7-10)."""
+"""Mistakes a new user makes get one clear message, before any work starts."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def _err(capsys) -> str:
     return capsys.readouterr().err
 
 
-# ------------------------------------------------------------ item 7: a weights folder that is not there
+# ------------------------------------------------------------------- a weights folder that is not there
 
 
 def test_a_weights_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatch, capsys):
@@ -53,7 +53,7 @@ def test_a_weights_folder_that_does_not_exist_is_an_error(tmp_path, monkeypatch,
     assert "does not exist" in _err(capsys)
 
 
-# ------------------------------------------------------------------ item 8: arguments checked at parse time
+# ------------------------------------------------------------------------- arguments checked at parse time
 
 
 @pytest.mark.parametrize(("argv", "message"), [
@@ -116,7 +116,7 @@ def test_every_option_of_every_command_explains_itself():
     assert {"--threads", "--quiet", "--verbose"} <= run_opts
 
 
-# ---------------------------------------------------------- item 9: path problems show before models load
+# ----------------------------------------------------------------- path problems show before models load
 
 
 def test_path_problems_are_reported_before_any_model_loads(photos, tmp_path, tiny_weights, capsys):
@@ -153,7 +153,7 @@ def test_check_paths_api(photos, tmp_path):
         check_paths(photos, None, write_outputs=False, report_path=photos / "a.png")
 
 
-# ------------------------------------------------------------- item 10: prepare on a folder that is not there
+# --------------------------------------------------------------------- prepare on a folder that is not there
 
 
 def test_prepare_on_a_missing_folder_is_one_line_not_a_traceback(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""Face attribute network (seed 000's recipe, 48 px input as in the seed): gender, race and age of a face.
+"""Face attribute network (the original classifier design's recipe and 48 px input): gender, race and age of a face.
 
 Also the project's own perceptual feature space: no pretrained VGG-16 can be downloaded here, so
 the CycleGAN identity loss and the SR perceptual loss use :meth:`AttributeNet.features`.

@@ -1,8 +1,8 @@
-"""The six small nets of the CNN face-detection cascade (seed 004; Li et al., CVPR 2015).
+"""The six small nets of the CNN face-detection cascade (Li et al., CVPR 2015).
 
 Three face/non-face classifiers at 12, 24 and 48 px and three calibration nets at the same sizes
 that classify a window's misalignment into 45 patterns (see :mod:`faceswap_pipeline.ops.nms`).
-All use BatchNorm after every convolution and dropout before the dense layers (seed 004's lessons);
+All use BatchNorm after every convolution and dropout before the dense layers (what stabilised the original design's training);
 dense layers are written as convolutions so every net also runs fully convolutionally.
 
 Inputs are windows ``(B, 3, S, S)`` float32 in [0, 1] (greyscale images replicated to 3 channels);

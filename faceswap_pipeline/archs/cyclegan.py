@@ -1,4 +1,4 @@
-"""CycleGAN networks exactly as seed 002 specifies them.
+"""CycleGAN networks exactly as the original face-swap design specifies them.
 
 Generator ``c7s1-32, d64, d128, R128 x9, u64, u32, c7s1-3`` (Zhu et al. 2017 notation):
 
@@ -53,9 +53,9 @@ class ResidualBlock(nn.Module):
 
 @ARCHS.register("cyclegan_resnet")
 class ResnetGenerator(nn.Module):
-    """The seed generator: ``c7s1-ngf, d(2ngf), d(4ngf), R(4ngf) x n_blocks, u(2ngf), u(ngf), c7s1-3``.
+    """The original design's generator: ``c7s1-ngf, d(2ngf), d(4ngf), R(4ngf) x n_blocks, u(2ngf), u(ngf), c7s1-3``.
 
-    Defaults are the seed's exact network (``ngf=32``, ``n_blocks=9``; about 2.9M parameters).
+    Defaults are the original design's exact network (``ngf=32``, ``n_blocks=9``; about 2.9M parameters).
     Fully convolutional; H and W must be divisible by 4.
 
     Shape: (B, 3, H, W) float in [-1, 1] -> (B, 3, H, W) float in [-1, 1].

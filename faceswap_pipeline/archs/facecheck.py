@@ -1,4 +1,4 @@
-"""Face-check net: the verify stage's second opinion, independent of the cascade detector (issue 15).
+"""Face-check net: the verify stage's second opinion, independent of the cascade detector.
 
 A small face/non-face CNN on a 64 x 64 window with context around the detected box (the square of
 side ``context * sqrt(w h)`` centred on the HOG-framed box). It shares no weights, no input size

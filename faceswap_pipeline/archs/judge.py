@@ -1,7 +1,7 @@
 """The independent judge's heads: linear probes on dlib's 128-D face descriptors.
 
 No training loss of this project ever sees these probes or dlib's descriptor network: they exist
-only to *measure* swaps (issue 11). They are fitted by ``faceswap_pipeline.train.judge`` with
+only to *measure* swaps. They are fitted by ``faceswap_pipeline.train.judge`` with
 logistic regression on training-split faces and shipped like every other model (safetensors,
 sha256 in the manifest).
 """

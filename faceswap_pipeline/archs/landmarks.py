@@ -1,4 +1,4 @@
-"""68-point facial landmark regressor (seed 003): 128x128 grey in, 8 conv layers + dense, 136 outputs.
+"""68-point facial landmark regressor: 128x128 grey in, 8 conv layers + dense, 136 outputs.
 
 The network predicts the ``(x, y)`` of dlib's 68 points (iBUG 300-W order) in the coordinates of
 the letterboxed face square, as fractions of its side (0..1). The last layer's bias starts at the
@@ -40,7 +40,7 @@ def _conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
 class LandmarkNet(nn.Module):
     """Eight 3x3 conv layers (BatchNorm, ReLU; four of them stride 2), pooled to 4x4, dense, 136 outputs.
 
-    Widths ``w, w, 2w, 2w, 4w, 4w, 8w, 8w``; the seed used dense 1024 (``dense``).
+    Widths ``w, w, 2w, 2w, 4w, 4w, 8w, 8w``; the original design used dense 1024 (``dense``).
 
     Shape:
         input: ``(B, 1, 128, 128)`` grey or ``(B, 3, 128, 128)`` RGB (converted to luma inside),

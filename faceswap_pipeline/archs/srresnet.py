@@ -1,14 +1,14 @@
-"""SRResNet (Ledig et al. 2017), the seed's x4 super-resolution network, and its EDSR-style variant.
+"""SRResNet (Ledig et al. 2017), the original design's x4 super-resolution network, and its EDSR-style variant.
 
-Seed 002, step 4: 16 residual blocks of 64 filters, 3x3 convolutions, BatchNorm, PReLU, a global
+Step 4 of the original face-swap design: 16 residual blocks of 64 filters, 3x3 convolutions, BatchNorm, PReLU, a global
 skip connection, and two sub-pixel (PixelShuffle) x2 stages for x4. The head and tail convolutions
 are 9x9 as in Ledig et al. (``head_kernel``); everything inside the trunk is 3x3.
 
 ``variant="edsr"`` (Lim et al. 2017) removes every BatchNorm, uses ReLU inside the blocks and
-scales each block's residual by ``res_scale`` before adding it; the seed tried it and found it
+scales each block's residual by ``res_scale`` before adding it; the original design tried it and found it
 trained slower without being better, so it is an option, not the default.
 
-Options beyond the seed:
+Options beyond the original design:
 
 * ``img_skip``: add the interpolated input image to the output (an image-level global skip, as in
   VDSR), so the network learns only the missing detail. ``"bicubic"`` is torch's bicubic (Keys
@@ -142,9 +142,9 @@ class SRResNet(nn.Module):
     """SRResNet / EDSR-style super-resolution network.
 
     Args:
-        scale: upscaling factor, 2, 4 (two PixelShuffle x2 stages, the seed's) or 8.
-        n_blocks: residual blocks in the trunk (16 in the seed).
-        nf: feature channels (64 in the seed).
+        scale: upscaling factor, 2, 4 (two PixelShuffle x2 stages, the original design's) or 8.
+        n_blocks: residual blocks in the trunk (16 in the original design).
+        nf: feature channels (64 in the original design).
         variant: ``"srresnet"`` (BatchNorm + PReLU) or ``"edsr"`` (no BatchNorm, ReLU, residual scaling).
         res_scale: residual scaling of each block; default 1.0 for SRResNet and 0.1 for EDSR.
         head_kernel: kernel of the first and last convolution (9 in Ledig et al.).

@@ -1,4 +1,4 @@
-"""Batched, seeded photometric + geometric augmentation of face crops (seed 000's "heavy" recipe).
+"""Batched, seeded photometric + geometric augmentation of face crops (the original attribute classifier's "heavy" recipe).
 
 Pure torch (one ``affine_grid``/``grid_sample`` per batch), driven by an explicit
 ``torch.Generator`` so a training run resumed from a checkpoint draws exactly the same

@@ -24,10 +24,10 @@ entries record it under ``framing.rescale``; read it from there when a model is 
 
 
 def rescale_box(box: Box, rescale: Sequence[float] = SEED_RESCALE) -> Box:
-    """Enlarge a face box per side, as seed 002 intends.
+    """Enlarge a face box per side, as the original face-swap design intends.
 
     Each side moves outward by ``(f - 1) / 2`` of the *original* box width (left/right) or
-    height (top/bottom). (The seed's own code redefined ``w``/``h`` between sides; this is the
+    height (top/bottom). (The original prototype's code redefined ``w``/``h`` between sides; this is the
     documented intent.) The result is not clipped: crops past the image are padded instead.
 
     Args:

@@ -86,7 +86,7 @@ def landmark_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, m
     """Distillation loss: mean point-to-point distance over the target's inter-ocular distance.
 
     Point ``i`` of the prediction is compared with point ``i`` of the target only (not a
-    pairwise or sorted matching: seed 003's "mean pairwise squared error" ignores which point is
+    pairwise or sorted matching: the original landmark design's "mean pairwise squared error" ignores which point is
     which, and silently broke its training). ``sqrt(d^2 + eps^2) - eps`` keeps the gradient finite
     at 0 and is exactly 0 for a perfect prediction.
 

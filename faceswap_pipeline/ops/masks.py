@@ -1,4 +1,4 @@
-"""Soft paste-back masks: face-shaped (from 68 landmarks) or the seed's square / elliptical feather.
+"""Soft paste-back masks: face-shaped (from 68 landmarks) or the original design's square / elliptical feather.
 
 Every mask here lives in the pixel grid of a face's crop window (``CropTransform.box``), and is
 multiplied by :func:`window_envelope`, which is 0 outside the part of the window that lies inside
@@ -121,7 +121,7 @@ def paste_mask(
         image_hw: ``(H, W)`` of the photo.
         feather: fall-off as a fraction of the face size (landmarks: the face outline's extent;
             ellipse / rect: the window's shorter side).
-        shape: ``"landmarks"`` (needs ``points``), ``"ellipse"`` or ``"rect"`` (the seed's square feather).
+        shape: ``"landmarks"`` (needs ``points``), ``"ellipse"`` or ``"rect"`` (the original design's square feather).
         points: ``(68, 2)`` landmarks in source pixels (for ``"landmarks"``).
 
     Returns:

@@ -1,7 +1,7 @@
-"""Test-time voting over jittered windows (seed 000): 45 = 5 scales x 9 shifts of a face crop.
+"""Test-time voting over jittered windows: 45 = 5 scales x 9 shifts of a face crop.
 
 Each window is the crop re-sampled around a slightly moved / resized square; the classifier's
-softmax outputs over all windows are averaged (the seed summed them and divided by 45, which is
+softmax outputs over all windows are averaged (the original design summed them and divided by 45, which is
 the same), the argmax is the vote and the mean probability its confidence.
 """
 

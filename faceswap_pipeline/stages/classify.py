@@ -1,7 +1,7 @@
 """Face attributes (gender, race, age) per face, and the choice of each face's swap direction.
 
-:class:`AttributeClassifier` runs the attribute network (``attributes.v1``) with seed 000's
-45-window test-time voting on every letterboxed face; :class:`DirectionChooser` then sets
+:class:`AttributeClassifier` runs the attribute network (``attributes.v1``) with the original
+design's 45-window test-time voting on every letterboxed face; :class:`DirectionChooser` then sets
 ``face.direction``: one fixed direction for all faces, or ``auto-gender`` (each face to the other
 gender).
 """
@@ -81,7 +81,7 @@ class AttributeClassifier(ModelStage):
         model: the attribute network (input ``(B, 3, S, S)`` float32 in [0, 1]).
         device: where it runs.
         batch_size: faces per forward pass (each is 45 windows when voting).
-        voting: 45-window test-time voting (seed 000); False = one pass per face.
+        voting: 45-window test-time voting; False = one pass per face.
     """
 
     name = "classify"

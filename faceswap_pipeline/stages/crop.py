@@ -1,4 +1,4 @@
-"""Stages 2+3: frame each face (seed's per-side rescale) and letterbox it to a square."""
+"""Stages 2+3: frame each face (the original design's per-side rescale) and letterbox it to a square."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 1: dlib's HOG + linear-SVM frontal face detector (seed 002), every face in the photo."""
+"""Stage 1: dlib's HOG + linear-SVM frontal face detector, every face in the photo."""
 
 from __future__ import annotations
 

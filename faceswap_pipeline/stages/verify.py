@@ -70,7 +70,7 @@ class FaceVerifier(ModelStage):
         framing: the cascade -> HOG framing transform ``{"ax", "ay", "sw", "sh"}``.
         threshold: faces scoring below it are dropped; 0 keeps every face (only scores them).
         device, batch_size: where and how many windows per forward pass.
-        check: the second opinion that is *not* the detector (issue 15): the face-check net
+        check: the second opinion that is *not* the detector: the face-check net
             (``facecheck.v1``, :class:`~faceswap_pipeline.archs.facecheck.FaceCheckNet`, trained on
             colour and grey faces and on both detectors' false positives on colour photos), or None.
         check_threshold: faces whose check probability is below it are dropped.

@@ -1,6 +1,6 @@
 """``faceswap-pipeline train attributes``: the face attribute network (gender, race, age).
 
-Seed 000's recipe: a small BatchNorm CNN (:class:`~faceswap_pipeline.archs.attributes.AttributeNet`),
+The original classifier design's recipe: a small BatchNorm CNN (:class:`~faceswap_pipeline.archs.attributes.AttributeNet`),
 heavy augmentation (:func:`~faceswap_pipeline.ops.augment.augment_faces`), and 45-window
 test-time voting at inference. Losses: cross-entropy on gender and race + smooth-L1 on age / 10.
 Trained on the ``train`` pack, validated on the ``val`` pack written by ``prepare``.

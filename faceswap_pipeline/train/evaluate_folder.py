@@ -2,7 +2,7 @@
 
 For every input photo and its output (matched by relative path), the faces are found again in the
 **input** with the pipeline's default detector (dlib HOG + the verifier), and each face's chip (the
-seed's framing, 128 px) is cut from the input and, at the very same window, from the output. On
+original design's framing, 128 px) is cut from the input and, at the very same window, from the output. On
 those chip pairs this reports:
 
 * faces found per photo, and photos where none was found ("missed"; with labels, per group);

@@ -30,7 +30,7 @@ def bilinear_init_transposed(net: nn.Module) -> None:
     different gains: the 2-px checkerboard. Here each kernel is ``W[cin, cout] * outer(t, t)`` with
     ``t = (0.5, 1, 0.5)`` and ``W`` the layer's current (random) weights' centre tap, which is exactly
     a 1x1 conv followed by bilinear x2 upsampling: every phase has gain 1 at init (ICNR's idea for
-    sub-pixel convs, Aitken et al. 2017, applied to the seed's ``uk`` layers).
+    sub-pixel convs, Aitken et al. 2017, applied to the generator's ``uk`` layers, its 3x3 transposed convolutions).
     """
     t = torch.tensor([0.5, 1.0, 0.5])
     for m in net.modules():
@@ -57,7 +57,7 @@ def equalize_transposed_phases(net: nn.Module) -> None:
 
     Each phase's taps are shifted by the same amount so that its gain becomes the mean of the four
     (the layer's average gain is unchanged). A flat input then gives a flat output: the 2-px
-    checkerboard cannot appear, while every tap stays trainable (the seed's ``uk`` layers are kept;
+    checkerboard cannot appear, while every tap stays trainable (the original design's ``uk`` layers are kept;
     this is the projection step of a constrained optimisation, applied after each optimiser step).
     """
     for m in net.modules():

@@ -1,4 +1,4 @@
-"""The independent judge of a swap, and the quality figures that go beside it (issue 11).
+"""The independent judge of a swap, and the quality figures that go beside it: measured by nothing any training loss sees.
 
 A swap is judged by something **no training loss ever sees**: linear probes
 (:class:`~faceswap_pipeline.archs.judge.DescriptorProbes`) on dlib's 128-D face descriptors

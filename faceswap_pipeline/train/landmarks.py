@@ -1,4 +1,4 @@
-"""Distil dlib's 68-point shape predictor into the landmark CNN (seed 003), then evaluate and export it.
+"""Distil dlib's 68-point shape predictor into the landmark CNN, then evaluate and export it.
 
 Steps (each resumable; run state in ``--run-dir``, outside the checkout)::
 

@@ -5,7 +5,7 @@ Every photo goes through the *inference* code: :class:`~faceswap_pipeline.stages
 chosen framing, so the generators are trained on exactly the crops the pipeline will feed them.
 
 Framing. UTKFace chips are already face-centred 200x200 crops that end only ~12 px (~0.08
-box-heights) above dlib's box. The seed's factors ``(1.1, 1.5, 1.1, 1.3)`` reach 0.25 box-heights
+box-heights) above dlib's box. The original design's factors ``(1.1, 1.5, 1.1, 1.3)`` reach 0.25 box-heights
 above it, so on these chips every training crop would carry a black band that real photos never
 show (measured: 22% of each crop window outside the chip, on average). :data:`CHIP_RESCALE`
 ``(1.1, 1.1, 1.1, 1.3)`` keeps the median face entirely inside the chip and makes the window nearly

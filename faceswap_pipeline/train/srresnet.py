@@ -1,6 +1,6 @@
-"""Train the SRResNet super-resolution stage (seed 002, step 4).
+"""Train the SRResNet super-resolution stage (step 4 of the original face-swap design).
 
-Data: random ``patch`` x ``patch`` HR patches (default 64, as in the seed) from UTKFace face chips
+Data: random ``patch`` x ``patch`` HR patches (default 64, as in the original design) from UTKFace face chips
 of the project's *train* split (``faceswap_pipeline.train.splits.is_validation`` faces are never
 used) and from the *training* part of a scene folder (default: the Sun & Hays 80). The LR input
 is the HR patch shrunk by ``scale`` with antialiased bicubic (the SR literature's degradation,
@@ -26,7 +26,7 @@ stage and tail). ``--icnr-project`` then projects the sub-pixel convolutions ont
 
 Loss: L1 (or MSE) between SR and HR, plus optionally ``perceptual_weight`` times a perceptual
 loss in the feature space of the project's own attribute network (``attributes.v1``). No
-pretrained VGG-16 can be downloaded in this project, so the seed's VGG perceptual loss is
+pretrained VGG-16 can be downloaded in this project, so the original design's VGG perceptual loss is
 replaced by this; with weight 0 (default) the term is off and nothing is loaded.
 
 Run::
