@@ -54,14 +54,19 @@ def _float_in(low: float, high: float, high_open: bool = False):
     return parse
 
 
-def _face_policy(text: str) -> str:
-    from faceswap_pipeline.stages.select import parse_policy
-
+def _accepted_by(check, text: str) -> str:
+    """``text`` itself once ``check(text)`` accepts it; its ValueError becomes argparse's message."""
     try:
-        parse_policy(text)
+        check(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
     return text
+
+
+def _face_policy(text: str) -> str:
+    from faceswap_pipeline.stages.select import parse_policy
+
+    return _accepted_by(parse_policy, text)
 
 
 def _finite_float(text: str) -> float:
@@ -77,11 +82,7 @@ def _finite_float(text: str) -> float:
 def _device(text: str) -> str:
     from faceswap_pipeline.api import resolve_device
 
-    try:
-        resolve_device(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text
+    return _accepted_by(resolve_device, text)
 
 
 _positive = _int_at_least(1)

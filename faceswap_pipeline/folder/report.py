@@ -200,15 +200,23 @@ class ReportWriter:
         self._last, self._interval = done, max(self.every_s, 20.0 * (done - now))
 
 
-def load_report(path: PathLike) -> dict[str, Any] | None:
-    """Read a report written by a folder run; None if missing or unreadable (logged)."""
-    path = Path(path)
+def read_json(path: Path, what: str) -> Any:
+    """The JSON document in ``path``; None if there is no such file, or it cannot be read (logged,
+    naming it as ``what``): a broken record of an earlier run must not stop this one."""
     if not path.is_file():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable report %s: %s", path, exc)
+        logger.warning("ignoring unreadable %s %s: %s", what, path, exc)
+        return None
+
+
+def load_report(path: PathLike) -> dict[str, Any] | None:
+    """Read a report written by a folder run; None if missing or unreadable (logged)."""
+    path = Path(path)
+    data = read_json(path, "report")
+    if data is None:
         return None
     if not isinstance(data, dict) or not isinstance(data.get("items"), list):
         logger.warning("ignoring report %s: not a run_folder report", path)

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,7 @@ logger = logging.getLogger("faceswap_pipeline.folder")  # the name users see on 
 _Batch = list[tuple[int, LoadedImage, "Path | None"]]
 
 
+@dataclass(eq=False)
 class FolderRun:
     """Process every image of a folder tree with ``process_batch``; see :mod:`faceswap_pipeline.folder`.
 
@@ -92,65 +94,49 @@ class FolderRun:
             (unknown ``output_suffix``, ``batch_size < 1``).
     """
 
-    def __init__(
-        self,
-        in_dir: PathLike,
-        out_dir: PathLike | None,
-        process_batch: ProcessBatch,
-        *,
-        batch_size: int = 8,
-        overwrite: bool = False,
-        report_path: PathLike | None = None,
-        output_suffix: str | None = None,
-        write_outputs: bool = True,
-        progress: bool | Any = True,
-        extensions: Iterable[str] = IMAGE_EXTENSIONS,
-        recursive: bool = True,
-        quality: int | None = None,
-        num_readers: int = 2,
-        max_pixels: int | None = DEFAULT_MAX_PIXELS,
-        max_batch_pixels: int = 100_000_000,
-        report_every_s: float = 5.0,
-        background_writes: bool = True,
-        settings: dict[str, Any] | None = None,
-        on_start: Callable[[], None] | None = None,
-    ) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        check_paths(in_dir, out_dir, write_outputs=write_outputs, report_path=report_path)
-        self.in_path = Path(in_dir)
-        self.out_path = Path(out_dir) if out_dir is not None else None
+    in_dir: PathLike
+    out_dir: PathLike | None
+    process_batch: ProcessBatch
+    _: KW_ONLY
+    batch_size: int = 8
+    overwrite: bool = False
+    report_path: PathLike | None = None
+    output_suffix: str | None = None
+    write_outputs: bool = True
+    progress: bool | Any = True
+    extensions: Iterable[str] = IMAGE_EXTENSIONS
+    recursive: bool = True
+    quality: int | None = None
+    num_readers: int = 2
+    max_pixels: int | None = DEFAULT_MAX_PIXELS
+    max_batch_pixels: int = 100_000_000
+    report_every_s: float = 5.0
+    background_writes: bool = True
+    settings: dict[str, Any] | None = None
+    on_start: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        check_paths(self.in_dir, self.out_dir, write_outputs=self.write_outputs, report_path=self.report_path)
+        self.in_path = Path(self.in_dir)
+        self.out_path = Path(self.out_dir) if self.out_dir is not None else None
+        self.report_file = Path(self.report_path) if self.report_path is not None else None
         self.exclude: Path | None = None  # an output folder inside the input folder
         if self.out_path is not None:
             root = (self.in_path.parent if self.in_path.is_file() else self.in_path).resolve()
             out_res = self.out_path.resolve()
             if is_within(out_res, root) and out_res != root:
                 self.exclude = out_res
-                if not self.in_path.is_file() and write_outputs:
+                if not self.in_path.is_file() and self.write_outputs:
                     logger.warning(
                         "the output folder %s is inside the input folder %s: it is left out of the walk (and so is any "
                         "folder holding the outputs of an earlier run)", self.out_path, self.in_path)
-        if output_suffix is not None:
-            output_suffix = output_suffix if output_suffix.startswith(".") else "." + output_suffix
-            if write_outputs:
-                format_for_suffix("x" + output_suffix)  # validates early
-        self.process_batch = process_batch
-        self.batch_size = batch_size
-        self.overwrite = overwrite
-        self.report_file = Path(report_path) if report_path is not None else None
-        self.output_suffix = output_suffix
-        self.write_outputs = write_outputs
-        self.progress = progress
-        self.extensions = extensions
-        self.recursive = recursive
-        self.quality = quality
-        self.num_readers = num_readers
-        self.max_pixels = max_pixels
-        self.max_batch_pixels = max_batch_pixels
-        self.report_every_s = report_every_s
-        self.background_writes = background_writes
-        self.settings = settings
-        self.on_start = on_start
+        if self.output_suffix is not None:
+            if not self.output_suffix.startswith("."):
+                self.output_suffix = "." + self.output_suffix
+            if self.write_outputs:
+                format_for_suffix("x" + self.output_suffix)  # validates early
 
     @classmethod
     def for_pipeline(

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import collections
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
-from faceswap_pipeline.folder.report import to_jsonable, utc_now
+from faceswap_pipeline.folder.report import read_json, to_jsonable, utc_now
 from faceswap_pipeline.io import OUTPUT_MARKER, PathLike, atomic_write_bytes
-
-logger = logging.getLogger("faceswap_pipeline.folder")  # the name users see on the runner's messages
 
 RENAMED_OPTIONS = {("HogDetector", "min_size"): "min_face", ("SRUpscaler", "min_face"): "sr_above"}
 """Stage options recorded under another name by earlier versions: ``(stage class, old) -> new``.
@@ -78,14 +75,7 @@ def settings_diff(old: Any, new: Any, limit: int = 4) -> str:
 
 def read_marker(out_dir: PathLike) -> dict[str, Any] | None:
     """The settings record an earlier run left in ``out_dir`` (:data:`~faceswap_pipeline.io.OUTPUT_MARKER`), or None."""
-    path = Path(out_dir) / OUTPUT_MARKER
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        logger.warning("ignoring unreadable settings record %s: %s", path, exc)
-        return None
+    data = read_json(Path(out_dir) / OUTPUT_MARKER, "settings record")
     return data if isinstance(data, dict) else None
 
 
