@@ -176,6 +176,7 @@ def load_pipeline(
     blend: str = "feather",
     mask: str = "landmarks",
     landmarks: str = "cnn",
+    align: bool = False,
     fallback: str | None = "auto",
     harmonise: str = "auto",
     faces: str | int | list[int] = "all",
@@ -207,6 +208,9 @@ def load_pipeline(
             earlier default) or ``"rect"`` (the original design's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
+        align: turn faces whose eyes tilt by 5 degrees or more upright before the generator and back
+            at paste-back (:class:`~faceswap_pipeline.stages.align.FaceAligner`; uses the
+            ``landmarks`` finder even when ``mask`` is not ``"landmarks"``).
         fallback: a second detector for photos the first found no face in
             (:class:`~faceswap_pipeline.stages.detect_fallback.SecondPass`): ``"auto"`` (default:
             the cascade after HOG, which evens out HOG's miss rates across skin tones; none after
@@ -266,10 +270,14 @@ def load_pipeline(
 
         stages.append(FaceSelector(faces))
     stages.append(CropLetterbox(rescale, size))
-    if mask == "landmarks":
+    if mask == "landmarks" or align:
         from faceswap_pipeline.stages.landmarks import LandmarkDetector
 
         stages.append(LandmarkDetector.from_pretrained(landmarks, dev, weights_dir, batch_size=batch_size))
+    if align:
+        from faceswap_pipeline.stages.align import FaceAligner
+
+        stages.append(FaceAligner())
     if direction == AUTO_GENDER:
         from faceswap_pipeline.stages.classify import AttributeClassifier, DirectionChooser
 

@@ -177,6 +177,8 @@ def _blend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--landmarks", choices=LANDMARKERS, default="cnn",
                    help="landmarks for --mask landmarks: the shipped CNN (batched) or dlib's predictor "
                         "(needs face-recognition-models) (default: %(default)s)")
+    p.add_argument("--align", action="store_true",
+                   help="turn faces whose eyes tilt by 5 degrees or more upright for the generator, and back at paste-back")
     p.add_argument("--harmonise", choices=("auto", "on", "off"), default="auto",
                    help="move the skin around each face (neck, ears, forehead) toward the new face's tone; "
                         "auto: for race swaps (default: %(default)s)")
@@ -301,7 +303,7 @@ def cmd_run(a: argparse.Namespace) -> int:
     pipe = load_pipeline(
         a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
         batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
-        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
+        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, align=a.align, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
     run = FolderRun.for_pipeline(pipe, a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite,
@@ -353,7 +355,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
 
     _set_threads(a.threads)
     pipe = load_pipeline(a.direction, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
-                         blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise)
+                         blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, align=a.align)
     photo = data.astronaut()
     out, faces = pipe(photo)
     a.output_dir.mkdir(parents=True, exist_ok=True)

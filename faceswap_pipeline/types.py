@@ -107,6 +107,8 @@ class FaceRecord:
         actions: what was done to this face, for the report (e.g. ``["translate:male2female"]``).
         selected: False when the face policy leaves this face out (no stage changes it).
         strength: edit strength the translation was applied with (0 = unchanged .. 1 = full).
+        rotation: degrees the crop was turned by to level the eyes (0: not aligned), see
+            :mod:`faceswap_pipeline.ops.align`; paste-back turns the output back.
     """
 
     detection: Detection
@@ -118,6 +120,7 @@ class FaceRecord:
     actions: list[str] = field(default_factory=list)
     selected: bool = True
     strength: float | None = None
+    rotation: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = self.detection.to_dict()
@@ -131,6 +134,8 @@ class FaceRecord:
             d["selected"] = False
         if self.strength is not None:
             d["strength"] = round(float(self.strength), 4)
+        if self.rotation:
+            d["rotation"] = round(float(self.rotation), 2)
         return d
 
 

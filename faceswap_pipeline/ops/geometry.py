@@ -112,14 +112,18 @@ def crop_letterbox(image: np.ndarray, box: Box, size: int = 128) -> tuple[torch.
         out-of-image parts are 0); transform maps between the two coordinate frames.
     """
     tf = letterbox_transform(box, size)
-    patch = padded_crop(image, tf.box)
+    return letterbox_patch(padded_crop(image, tf.box), tf), tf
+
+
+def letterbox_patch(patch: np.ndarray, tf: CropTransform) -> torch.Tensor:
+    """Resize a window-sized ``(h, w, 3)`` uint8 patch into ``tf``'s square: ``(3, S, S)`` float32 in [0, 1]."""
     t = torch.from_numpy(np.ascontiguousarray(patch)).permute(2, 0, 1)[None].float().div_(255.0)
     nw, nh = tf.content_size
     t = resize(t, (nh, nw))
-    out = torch.zeros(3, size, size, dtype=torch.float32)
+    out = torch.zeros(3, tf.size, tf.size, dtype=torch.float32)
     ox, oy = tf.offset
     out[:, oy : oy + nh, ox : ox + nw] = t[0]
-    return out, tf
+    return out
 
 
 def content_of(square: torch.Tensor, tf: CropTransform) -> torch.Tensor:

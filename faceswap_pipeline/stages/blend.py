@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from faceswap_pipeline.ops.align import unrotate_window
 from faceswap_pipeline.ops.blend import paste
 from faceswap_pipeline.ops.harmonise import harmonise_in_photo
 from faceswap_pipeline.ops.masks import MASK_SHAPES, paste_mask
@@ -105,16 +106,23 @@ class FeatherBlend:
                     face.actions.append("grey")
                 points = face.detection.landmarks
                 shape = ("landmarks" if points is not None else "ellipse") if self.shape == "auto" else self.shape
-                if self.harmonises(face.direction) and not grey:
-                    alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)
-                    shift = harmonise_in_photo(out, window_face(square, face.transform), face.transform.box, alpha)
-                    face.attributes["tone_shift_de"] = round(shift.magnitude, 3)
-                    face.actions.append("harmonise")
-                if self.mode == "feather" and shape != "landmarks":
+                plain = self.mode == "feather" and shape != "landmarks" and not face.rotation
+                if plain and not self.harmonises(face.direction):
                     paste(out, square, face.transform, self.feather, shape)  # the seed's paste-back, unchanged
                 else:
+                    window = window_face(square, face.transform)
                     alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)
-                    paste_window(out, window_face(square, face.transform), face.transform.box, alpha, self.mode)
+                    if face.rotation:  # an aligned face: turn it back, paste only where it is defined
+                        window, valid = unrotate_window(window, face.rotation)
+                        alpha = alpha * valid
+                    if self.harmonises(face.direction) and not grey:
+                        shift = harmonise_in_photo(out, window, face.transform.box, alpha)
+                        face.attributes["tone_shift_de"] = round(shift.magnitude, 3)
+                        face.actions.append("harmonise")
+                    if plain:
+                        paste(out, square, face.transform, self.feather, shape)
+                    else:
+                        paste_window(out, window, face.transform.box, alpha, self.mode)
                 face.actions.append("blend")  # mode and mask are in the pipeline's settings record
             rec.result = out
         return batch
