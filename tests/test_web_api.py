@@ -94,7 +94,8 @@ def test_options_list_fields_choices_and_limits(client):
     assert not dirs["white2asian"]["available"] and "cyclegan.white2asian" in dirs["white2asian"]["reason"]
     assert [c["value"] for c in opts["fields"]["detector"]["choices"]] == ["hog", "cascade"]
     assert {c["value"] for c in opts["fields"]["upscaler"]["choices"]} == {"srresnet", "resize"}
-    assert opts["fields"]["strength"]["adjustable"] is False
+    st = opts["fields"]["strength"]
+    assert st["adjustable"] is True and (st["min"], st["max"], st["default"]) == (0.0, 1.0, 1.0)
     assert opts["limits"]["max_upload_bytes"] == MiB and opts["limits"]["max_pixels"] == 600_000
 
 
@@ -209,12 +210,26 @@ def test_upload_without_content_length_is_cut_off_at_the_limit(client):
     ({"direction": "sideways"}, "unknown direction 'sideways'"),
     ({"direction": "white2asian"}, "no trained generator yet (cyclegan.white2asian)"),
     ({"detector": "eyes"}, "choose one of hog, cascade"),
-    ({"strength": "0.5"}, "strength 0.5 is not supported yet"),
+    ({"strength": "1.5"}, "strength must be between 0 and 1"),
+    ({"strength": "nan"}, "strength must be between 0 and 1"),
+    ({"strength": "lots"}, "strength"),
     ({"blur": "1"}, "unknown field(s) blur"),
 ])
 def test_bad_options_get_422(client, astronaut_png, fields, needle):
     r = post(client, astronaut_png, **fields)
     assert r.status_code == 422 and needle in error_of(r)["message"], r.text
+
+
+def test_strength_zero_returns_the_photo_unchanged_and_half_is_recorded(client, astronaut_png):
+    r = post(client, astronaut_png, strength="0")
+    assert r.status_code == 200, r.text
+    rep = r.json()
+    assert rep["options"]["strength"] == 0.0 and not rep["output"]["changed"]
+    assert rep["faces"][0]["strength"] == 0.0, rep["faces"]
+    half = post(client, astronaut_png, strength="0.5").json()
+    assert half["output"]["changed"] and half["faces"][0]["strength"] == 0.5
+    full = post(client, astronaut_png).json()  # the shared pipeline is back at strength 1
+    assert full["faces"][0]["strength"] == 1.0
 
 
 def test_missing_file_field(client):

@@ -77,6 +77,9 @@ class FaceReport(BaseModel):
                                          description="scores where available: face_prob (the verifier's face probability); "
                                                      "with auto-gender p_female, race probabilities and age of the input face")
     actions: list[str] = Field(default_factory=list, description="what was done, e.g. translate:male2female, upscale:srresnet.x4, blend")
+    strength: float | None = Field(None, description="edit strength the face was translated with (0: unchanged .. 1: full); None: not translated")
+    selected: bool = Field(True, description="False when the face policy left this face out")
+    rotation: float = Field(0.0, description="degrees the face was turned upright by before the generator (0: not aligned)")
 
 
 class ResultUrls(BaseModel):

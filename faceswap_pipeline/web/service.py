@@ -123,8 +123,8 @@ class SwapOptions:
         direction: one of :data:`~faceswap_pipeline.stages.translate.DIRECTIONS` or ``"auto-gender"``.
         detector: ``"hog"`` or ``"cascade"``.
         upscaler: ``"srresnet"`` or ``"resize"``.
-        strength: how much of the generator's output is used; this version of the pipeline has
-            only 1.0 (the full output), and a request asking for another value is refused (422).
+        strength: edit strength in [0, 1]: 1 the full translation, 0 the photo back unchanged, in
+            between a blend in the generator's output space (the translate stage's ``strength``).
     """
 
     direction: str = "auto-gender"
@@ -159,14 +159,13 @@ class SwapOptions:
                 s = float(strength)
             except (TypeError, ValueError):
                 raise WebError(422, "bad_option", f"strength must be a number, got {strength!r}") from None
-            if s != 1.0:
-                raise WebError(422, "bad_option", f"strength {strength} is not supported yet: this version of the pipeline "
-                                                  "applies the generator fully (strength 1)")
+            if not 0.0 <= s <= 1.0:  # also refuses nan
+                raise WebError(422, "bad_option", f"strength must be between 0 and 1, got {strength!r}")
             kw["strength"] = s
         return cls(**kw)
 
     def key(self) -> tuple[str, str, str]:
-        """What selects a pipeline (strength 1.0 is the only one, so it is not part of it yet)."""
+        """What selects a pipeline (strength is not part of it: it is set on the shared pipeline per request)."""
         return (self.direction, self.detector, self.upscaler)
 
     def to_dict(self) -> dict[str, Any]:
@@ -333,8 +332,8 @@ class SwapService:
                 "upscaler": {"default": default.upscaler, "choices": [
                     {"value": u, "label": UPSCALER_LABELS.get(u, u), "available": True, "reason": None}
                     for u in sorted(UPSCALERS, key=lambda u: u != default.upscaler)]},
-                "strength": {"default": 1.0, "min": 1.0, "max": 1.0, "adjustable": False,
-                             "note": "the generator's full output; not adjustable in this version"},
+                "strength": {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05, "adjustable": True,
+                             "note": "1: the full swap, 0: the photo unchanged"},
             },
             "limits": {"max_upload_bytes": self.config.max_upload_bytes, "max_pixels": self.config.max_pixels,
                        "max_pending": self.config.max_pending, "max_results": self.config.max_results},
@@ -444,6 +443,9 @@ class SwapService:
                 raise _read_error(e, name, self.config.max_pixels) from None
             t_decoded = time.perf_counter()
             pipe = self.pipeline(opts)
+            for stage in pipe.stages:  # one worker thread runs every request: set this request's strength
+                if stage.name == "translate":
+                    stage.strength = opts.strength
             t_loaded = time.perf_counter()
             (item,) = PipelineBatch(pipe)([loaded])
             if isinstance(item, BaseException):

@@ -35,7 +35,11 @@ async function loadOptions() {
     }
   }
   const s = opts.fields.strength;
-  $("#opt-strength").textContent = s && !s.adjustable ? `Strength: ${s.default} (${s.note})` : "";
+  const range = $("#opt-strength");
+  Object.assign(range, { min: s.min, max: s.max, step: s.step || 0.05, value: s.default, disabled: !s.adjustable, title: s.note });
+  const show = () => { $("#opt-strength-value").textContent = Number(range.value).toFixed(2); };
+  range.addEventListener("input", show);
+  show();
   const L = opts.limits;
   $("#limits").textContent = `Up to ${fmtBytes(L.max_upload_bytes)} and ${(L.max_pixels / 1e6).toFixed(0)} megapixels per photo.`;
   $("#server").textContent = `Models run on ${opts.device}.`;
@@ -44,6 +48,7 @@ async function loadOptions() {
 function currentOptions() {
   const out = {};
   for (const name of ["direction", "detector", "upscaler"]) out[name] = $(`#opt-${name}`).value;
+  out.strength = $("#opt-strength").value;
   return out;
 }
 
