@@ -257,6 +257,33 @@ def score_weights(args: argparse.Namespace) -> int:
     return 0
 
 
+def sheet(args: argparse.Namespace) -> int:
+    """Contact sheet of one arm's generators at one mark: 16 held-out faces per direction, before/after."""
+    from faceswap_pipeline.archs.cyclegan import ResnetGenerator
+    from faceswap_pipeline.train.cyclegan import translate
+    from faceswap_pipeline.train.evaluate import contact_sheet
+    from faceswap_pipeline.train.packs import FacePack
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root).expanduser() / args.arm
+    arm = json.loads((root / "arm.json").read_text())
+    pair = tuple(arm.get("pair", ("male", "female")))
+    state = torch.load(root / f"gens_{int(args.mark):03d}min.pt", weights_only=True)
+    pack = FacePack(Path(args.packs).expanduser() / "utk_val.npz")
+    src = _val_faces(pack.path, 16, seed=0, pair=pair)
+    ins, outs = [], []
+    for (_, s_dom, _), net in zip(directions(pair), ("G_m2f", "G_f2m")):
+        g = ResnetGenerator()
+        g.load_state_dict(state[net])
+        x = pack.images(src[s_dom][:16])
+        y = translate(g.eval(), torch.from_numpy(x).permute(0, 3, 1, 2), batch=16)
+        ins.append(x)
+        outs.append((y.clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).numpy())
+    contact_sheet(np.concatenate(ins), np.concatenate(outs), args.out)
+    print(args.out)
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser()
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -331,6 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--root", default="~/faceswap-runs/ablation")
     w.add_argument("--n-eval", type=int, default=150)
     w.add_argument("--threads", type=int, default=1)
+    c = sub.add_parser("sheet", help="contact sheet of an arm's generators at a mark (not for docs: UTKFace faces)")
+    c.add_argument("--arm", required=True, help="run dir name, e.g. recipe4 or recipe4@white-asian")
+    c.add_argument("--mark", type=float, required=True)
+    c.add_argument("--packs", required=True)
+    c.add_argument("--root", default="~/faceswap-runs/ablation")
+    c.add_argument("--out", required=True)
+    c.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--root", default="~/faceswap-runs/ablation")
     r.add_argument("--pair", default="male:female", help="which pair's arms to report")
@@ -338,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"train": train_arm, "score": score_weights, "report": report}[args.cmd](args)
+    return {"train": train_arm, "score": score_weights, "sheet": sheet, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":
