@@ -173,7 +173,7 @@ def load_pipeline(
     feather: float = 0.12,
     detector_kwargs: dict[str, Any] | None = None,
     verify_threshold: float | str | None = "auto",
-    blend: str = "feather",
+    blend: str = "poisson",
     mask: str = "landmarks",
     landmarks: str = "cnn",
     align: bool = False,
@@ -202,8 +202,10 @@ def load_pipeline(
             threshold recorded with the cascade weights
             (:func:`~faceswap_pipeline.stages.verify.stored_threshold`); None or 0 keeps every
             detection.
-        blend: paste-back mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or
-            ``"poisson"`` (OpenCV's seamless cloning); see :mod:`faceswap_pipeline.ops.seamless`.
+        blend: paste-back mode: ``"poisson"`` (default: OpenCV's seamless cloning, the only mode
+            that adds no colour step at the mask's edge on both seam benchmarks,
+            ``docs/benchmarks/blend.md``), ``"feather"`` (alpha mix) or ``"laplacian"``
+            (multi-band); see :mod:`faceswap_pipeline.ops.seamless`.
         mask: ``"landmarks"`` (default: face-shaped, from 68 landmarks), ``"ellipse"`` (the
             earlier default) or ``"rect"`` (the original design's square feather).
         landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped

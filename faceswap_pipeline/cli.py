@@ -170,7 +170,7 @@ def _detector_kwargs(a: argparse.Namespace) -> dict:
 def _blend_args(p: argparse.ArgumentParser) -> None:
     from faceswap_pipeline.api import BLEND_MODES, LANDMARKERS, MASK_SHAPES
 
-    p.add_argument("--blend", choices=BLEND_MODES, default="feather",
+    p.add_argument("--blend", choices=BLEND_MODES, default="poisson",
                    help="paste-back: alpha feather, laplacian (multi-band) or poisson (seamless cloning) (default: %(default)s)")
     p.add_argument("--mask", choices=MASK_SHAPES, default="landmarks",
                    help="blend mask: face-shaped from 68 landmarks, ellipse, or rect (the original design's square feather) (default: %(default)s)")

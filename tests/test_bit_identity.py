@@ -55,7 +55,7 @@ def _sha(data: bytes) -> str:
 
 def test_demo_output_is_bit_identical(tmp_path: Path) -> None:
     # the paste-back these hashes were recorded with: ellipse feather (face masks became the default later)
-    assert main(["demo", "--output-dir", str(tmp_path), "-q", "--mask", "ellipse"]) == 0
+    assert main(["demo", "--output-dir", str(tmp_path), "-q", "--mask", "ellipse", "--blend", "feather"]) == 0
     assert _sha((tmp_path / "astronaut_before_after.png").read_bytes()) == DEMO_PNG_SHA256
     assert _sha((tmp_path / "astronaut_swapped.png").read_bytes()) == SWAPPED_PNG_SHA256
 
@@ -102,7 +102,7 @@ def test_folder_run_outputs_are_bit_identical(tmp_path: Path, astronaut: np.ndar
 
 
 def test_api_swap_is_bit_identical(astronaut: np.ndarray) -> None:
-    out, faces = fp.load_pipeline("male2female", upscaler="resize", mask="ellipse")(astronaut)
+    out, faces = fp.load_pipeline("male2female", upscaler="resize", mask="ellipse", blend="feather")(astronaut)
     assert len(faces) == 1
     assert _sha(np.ascontiguousarray(out).tobytes()) == API_PIXELS_SHA256
 
