@@ -284,6 +284,52 @@ def sheet(args: argparse.Namespace) -> int:
     return 0
 
 
+def export_mark(args: argparse.Namespace) -> int:
+    """Ship an arm's generators as they were at one mark: int8 weights + manifest entries, then the
+    stored (int8) generators scored by the judge on the same held-out faces as the curve.
+
+    The generators come from ``gens_<mark>min.pt``; the run's provenance (config, command, CPU time,
+    steps at the mark) from its checkpoint and curve. The manifest's ``metrics.independent_judge``
+    holds the stored weights' figures.
+    """
+    import tempfile
+
+    from faceswap_pipeline.machine import describe_machine
+    from faceswap_pipeline.train.cyclegan import load_checkpoint
+    from faceswap_pipeline.train.cyclegan_export import export
+    from faceswap_pipeline.weights import load_model
+
+    torch.set_num_threads(args.threads)
+    root = Path(args.root).expanduser() / args.arm
+    arm = json.loads((root / "arm.json").read_text())
+    pair = tuple(arm.get("pair", ("male", "female")))
+    rec = next(r for r in map(json.loads, (root / "curve.jsonl").read_text().splitlines()) if float(r["mark"]) == float(args.mark))
+    ck = load_checkpoint(root / "last.pt")
+    ck.update(torch.load(root / f"gens_{int(args.mark):03d}min.pt", weights_only=True))
+    ck["step"], ck["pairs_seen"], ck["cpu_time_s"] = rec["step"], rec["pairs_seen"], rec["cpu_minutes"] * 60
+    packs = Path(args.packs).expanduser()
+    meta = json.loads((packs / "utk.json").read_text())
+    cmd = (f"python benchmarks/ablate_cyclegan.py train --arm {arm['arm']} --pair {pair[0]}:{pair[1]} --packs PACKS "
+           f"--cpu-minutes {args.mark:g} (flags: {' '.join(arm['flags'])})")
+    data = f"{packs / 'utk_train.npz'} [{' '.join(pair_flags(pair)[:4])}]"
+    with tempfile.TemporaryDirectory() as tmp:
+        mark_ckpt = Path(tmp) / "mark.pt"
+        torch.save(ck, mark_ckpt)
+        kw = dict(framing=meta.get("framing"), command=cmd, data=data, machine=describe_machine("cpu"))
+        export(mark_ckpt, args.weights_dir, "int8", **kw)
+        gens = {d: load_model(f"cyclegan.{d}", args.weights_dir) for d, _, _ in directions(pair)}
+        scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir, pair)
+        res = scorer.score(gens)
+        metrics = {d: {"independent_judge": {**res[d], "judge": "judge.dlib_probes", "stored": "int8",
+                                             "faces": f"{args.n_eval} held-out adults (18-70, pad<=0.02), benchmarks/ablate_cyclegan.py export",
+                                             "note": "attr_target_rate here is single pass"},
+                       "training_cpu_minutes": rec["cpu_minutes"], "arm": arm["arm"], "mark_cpu_minutes": float(args.mark)}
+                   for d, _, _ in directions(pair)}
+        export(mark_ckpt, args.weights_dir, "int8", metrics=metrics, **kw)
+    print(json.dumps(metrics, indent=1))
+    return 0
+
+
 def report(args: argparse.Namespace) -> int:
     root = Path(args.root).expanduser()
     curves: dict[str, list[dict[str, Any]]] = {}
@@ -365,6 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--root", default="~/faceswap-runs/ablation")
     c.add_argument("--out", required=True)
     c.add_argument("--threads", type=int, default=1)
+    e = sub.add_parser("export", help="ship an arm's generators at a mark (int8) and score the stored weights")
+    e.add_argument("--arm", required=True, help="run dir name, e.g. recipe3_free or recipe4_attr@white-asian")
+    e.add_argument("--mark", type=float, required=True)
+    e.add_argument("--packs", required=True)
+    e.add_argument("--root", default="~/faceswap-runs/ablation")
+    e.add_argument("--weights-dir", default="weights")
+    e.add_argument("--n-eval", type=int, default=150)
+    e.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--root", default="~/faceswap-runs/ablation")
     r.add_argument("--pair", default="male:female", help="which pair's arms to report")
@@ -372,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--plot", default=None)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"train": train_arm, "score": score_weights, "sheet": sheet, "report": report}[args.cmd](args)
+    return {"train": train_arm, "score": score_weights, "sheet": sheet, "export": export_mark, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":
