@@ -129,3 +129,20 @@ def test_check_windows_are_centred_squares_with_context():
     assert c.shape == (2, 3, 32, 32)
     assert float(c[0].min()) == pytest.approx(200 / 255, abs=1e-5)  # inside the photo
     assert float(c[1, :, 0, 0].abs().max()) == 0.0  # past the photo's corner: zeros
+
+
+def test_shipped_check_drops_a_textured_non_face_the_48net_keeps_and_keeps_a_real_face(astronaut):
+    """The second opinion (issue 15): a colour tissue texture the cascade fires on (score ~0.98)
+    passes the 48-net's verify threshold but not the face-check net; the astronaut's face passes both."""
+    from skimage import data
+
+    ver = FaceVerifier.from_pretrained(device="cpu")
+    assert "check" in ver.modules and 0.0 < ver.check_threshold < 1.0
+    tissue = np.ascontiguousarray(data.immunohistochemistry()[:, :, :3])
+    non_face = Detection((341.0, 413.0, 368.0, 440.0), 0.98)
+    face = Detection((175.0, 76.0, 266.0, 167.0), 1.2)
+    assert ver.face_probs(tissue, [non_face.box])[0] >= ver.threshold  # the 48-net alone would keep it
+    assert ver.check_probs(tissue, [non_face.box])[0] < ver.check_threshold
+    assert ver([ImageRecord(image=tissue, faces=[FaceRecord(detection=non_face)])])[0].faces == []
+    (kept,) = ver([ImageRecord(image=astronaut, faces=[FaceRecord(detection=face)])])[0].faces
+    assert kept.attributes["check_prob"] >= ver.check_threshold and kept.attributes["face_prob"] >= ver.threshold

@@ -124,7 +124,8 @@ class FaceVerifier(ModelStage):
         when the weights hold one and ``check`` is True, the face-check net ``facecheck.v1`` with
         the threshold recorded in its manifest entry (``check`` -> ``threshold``).
 
-        ``threshold`` None: the one recorded with those weights (:func:`stored_threshold`).
+        ``threshold`` None: the one recorded with those weights (:func:`stored_threshold`); 0 keeps
+        every face (both nets only score them).
         """
         from faceswap_pipeline.weights import has_model, load_model, model_entry
 
@@ -132,6 +133,8 @@ class FaceVerifier(ModelStage):
         meta = cascade_meta(weights_dir)
         if threshold is None:
             threshold = _recorded_threshold(meta)
+        if threshold == 0.0:  # 0 keeps every face (only scores them): the check too
+            kwargs.setdefault("check_threshold", 0.0)
         if check and has_model(CHECK_MODEL, weights_dir) and "check" not in kwargs:
             entry = model_entry(CHECK_MODEL, weights_dir)
             kwargs["check"] = load_model(CHECK_MODEL, weights_dir, device=device)

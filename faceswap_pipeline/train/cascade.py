@@ -524,7 +524,10 @@ def train_net(
     if cfg.channels_last:
         net.to(memory_format=torch.channels_last)
     for step in range(steps):
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / steps))
+        # cosine over the run's progress: steps done or time budget used, whichever is further, so a
+        # run cut short by its budget (a loaded machine) still ends annealed
+        progress = min(1.0, max(step / steps, (time.time() - t0) / budget if budget > 0 else 0.0))
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
         for grp in opt.param_groups:
             grp["lr"] = lr
         if is_cal:

@@ -78,6 +78,11 @@ class FaceCheckConfig:
     max_minutes: float = 20.0
     keep: float = 0.997
     bf16: bool = False
+    n_utk_chips: int = 0
+    """UTKFace train-split chips used as photos of their own (a tight face crop, no context past the
+    chip: zeros, as the window crop pads), window = the cascade's mean HOG box, jittered"""
+    init: str = ""
+    """a facecheck.pt checkpoint (or a weights folder with facecheck.v1) to fine-tune from"""
 
 
 def _jitter(boxes: torch.Tensor, g: torch.Generator, copies: int, shift: float = 0.08, scale: tuple[float, float] = (0.88, 1.15)) -> torch.Tensor:
@@ -238,6 +243,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     log.info("UTK composites: %d (%.0f s)", len(files), time.time() - t0)
 
     out = {k: torch.cat(v) for k, v in S.items()}
+    out.update(chip_samples(cfg))
     if dev_fddb:
         out["dev_fddb"] = torch.cat(dev_fddb)
     # ---- UTKFace validation split: HOG's top box per chip, colour and grey
@@ -258,6 +264,29 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     return out
 
 
+def chip_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
+    """``pos_chips``: ``n_utk_chips`` train-split chips, each as its own photo (see ``n_utk_chips``)."""
+    if cfg.n_utk_chips <= 0:
+        return {}
+    from faceswap_pipeline.stages.facecheck import check_crops
+    from faceswap_pipeline.train.cascade import CascadeTrainConfig, utk_train_files
+    from faceswap_pipeline.train.colour_data import read_rgb
+
+    rng = np.random.default_rng(cfg.seed + 7)
+    g = torch.Generator().manual_seed(cfg.seed + 7)
+    cx, cy, side = CascadeTrainConfig().window
+    files = utk_train_files(cfg.utk)
+    files = [files[i] for i in rng.permutation(len(files))[: cfg.n_utk_chips]]
+    box = torch.tensor([[cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]], dtype=torch.float32)
+    crops = []
+    for f in files:
+        im = read_rgb(f)
+        if rng.random() < cfg.grey_prob:
+            im = _grey(im)
+        crops.append(_u8(check_crops(im, _jitter(box, g, 1, shift=0.06, scale=(0.9, 1.1))[1:], cfg.size, cfg.context)))
+    return {"pos_chips": torch.cat(crops)}
+
+
 def train(net: torch.nn.Module, S: dict[str, torch.Tensor], cfg: FaceCheckConfig) -> dict[str, Any]:
     from faceswap_pipeline.train.cascade import augment
 
@@ -269,14 +298,18 @@ def train(net: torch.nn.Module, S: dict[str, torch.Tensor], cfg: FaceCheckConfig
     t0 = time.time()
     loss_ema = acc_ema = None
     done = 0
+    budget = cfg.max_minutes * 60
+    pos = torch.cat([S["pos"], S["pos_chips"]]) if "pos_chips" in S else S["pos"]
     for step in range(cfg.steps):
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * step / cfg.steps))
+        # cosine over steps or the time budget, whichever is further along (ends annealed either way)
+        progress = min(1.0, max(step / cfg.steps, (time.time() - t0) / budget))
+        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
         for grp in opt.param_groups:
             grp["lr"] = lr
         npos = int(cfg.batch * cfg.pos_fraction)
-        ip = torch.randint(0, S["pos"].shape[0], (npos,), generator=g)
+        ip = torch.randint(0, pos.shape[0], (npos,), generator=g)
         ineg = torch.randint(0, S["neg"].shape[0], (cfg.batch - npos,), generator=g)
-        x = augment(torch.cat([S["pos"][ip], S["neg"][ineg]]), g, cfg.grey_prob, flip=True, lowres_prob=0.3, occlude_prob=0.1, light_prob=0.3, blur_prob=0.2)
+        x = augment(torch.cat([pos[ip], S["neg"][ineg]]), g, cfg.grey_prob, flip=True, lowres_prob=0.3, occlude_prob=0.1, light_prob=0.3, blur_prob=0.2)
         y = torch.cat([torch.ones(npos, dtype=torch.long), torch.zeros(cfg.batch - npos, dtype=torch.long)])
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
@@ -291,7 +324,7 @@ def train(net: torch.nn.Module, S: dict[str, torch.Tensor], cfg: FaceCheckConfig
         done = step + 1
         if step % 200 == 0:
             log.info("facecheck step %d/%d loss %.4f acc %.3f (%.0f s)", step, cfg.steps, loss_ema, acc_ema, time.time() - t0)
-        if time.time() - t0 > cfg.max_minutes * 60:
+        if time.time() - t0 > budget:
             log.warning("time budget reached at step %d", done)
             break
     net.to(memory_format=torch.contiguous_format)
@@ -327,10 +360,21 @@ def run(cfg: FaceCheckConfig, argv: list[str] | None = None) -> dict[str, Any]:
     cache = out / "samples.pt"
     if cache.is_file():
         S = torch.load(cache, weights_only=True)
+        if cfg.n_utk_chips > 0 and "pos_chips" not in S:  # a cache of a run without chips: add them
+            S.update(chip_samples(cfg))
+            atomic_save(S, cache)
     else:
         S = build_samples(cfg)
         atomic_save(S, cache)
     net = FaceCheckNet(width=cfg.width, in_size=cfg.size)
+    if cfg.init:
+        if Path(cfg.init).is_file():
+            net.load_state_dict(torch.load(cfg.init, weights_only=True)["state_dict"])
+        else:
+            from faceswap_pipeline.weights import load_model
+
+            net.load_state_dict(load_model("facecheck.v1", cfg.init).float().state_dict())
+        log.info("initialised from %s", cfg.init)
     ck = out / "facecheck.pt"
     if ck.is_file():
         blob = torch.load(ck, weights_only=True)
