@@ -1,10 +1,13 @@
 """Outputs and checkpoints that must stay bit-identical across refactors.
 
-The hashes were recorded with the code before the training scaffold / folder runner refactor
-(torch 2.13.0 CPU build): the demo's before/after image (with the ellipse mask it had then, and
-with today's defaults), a folder run's outputs, the swapped astronaut of the Python API,
-and a tiny CycleGAN checkpoint written by that code (``tests/data/cyclegan_ckpt_format1.pt``),
-which today's trainer must load and resume to exactly the same weights and losses.
+The output hashes (torch 2.13.0 CPU build) pin the demo's before/after image (with the ellipse
+mask and feather blend it once had, and with today's defaults), a folder run's outputs and the
+swapped astronaut of the Python API. They were first recorded before the training scaffold /
+folder runner refactor and held through it; they were re-recorded on 2026-12-02 when new
+male<->female generators shipped and Poisson blending became the default (a change of weights or
+of a default changes outputs on purpose). A tiny CycleGAN checkpoint written by the old code
+(``tests/data/cyclegan_ckpt_format1.pt``) must still load and resume to exactly the same weights
+and losses.
 """
 
 from __future__ import annotations
@@ -19,31 +22,31 @@ import torch
 import faceswap_pipeline as fp
 from faceswap_pipeline.cli import main
 
-DEMO_PNG_SHA256 = "aaf7a857825befd96c7d1f3abca5a928268fe194935f517233822d6ff226625f"
-SWAPPED_PNG_SHA256 = "dc7de85a72e4399596d0030b722687bfd0150a4bcbc52231e96e6f0ed14ff0a2"
-API_PIXELS_SHA256 = "b802bd6d040ac79bc1e57208cd56cf24bb7883da9f44af7ebb94d05129b484d8"
+DEMO_PNG_SHA256 = "1c2b9349c1b6bc3b3b06cb4ec49b5070b1cefb73fa2bbe9c750995c5a92b64a7"
+SWAPPED_PNG_SHA256 = "44feec2a7c746e0fb1120ac3b9df8a8a787a04f3506ed74c6d04bbbebfa5be3a"
+API_PIXELS_SHA256 = "d4cea06b10b78a309cf15b703e139dd55b5486b71dc891b33da94ec32afa7227"
 CKPT = Path(__file__).parent / "data" / "cyclegan_ckpt_format1.pt"
 RESUMED_NETS_SHA256 = "883be0d8a3a77ab7963f80c5fa216d92a59fb90c54cacdb06a95ff1afffc3c66"
 RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread (conftest)
 
-# Recorded with the code before the folder runner became FolderRun (commit 734156a), with today's
-# default paste-back (landmark face mask, SR x4, feather) and the weights below: a change of these
-# weights changes the outputs, and the hashes are then re-recorded with the new weights.
+# Recorded with today's default paste-back (landmark face mask, SR x4, Poisson blend) and the
+# weights below: a change of these weights changes the outputs, and the hashes are then
+# re-recorded with the new weights.
 DEMO_MODELS = {
-    "cyclegan.female2male": "808d6b4dad25f2cf", "cyclegan.male2female": "1aee1fe3f036742f",
+    "cyclegan.female2male": "03cbe0fa1074646a", "cyclegan.male2female": "5e9986a3cd4e5361",
     "srresnet.x4": "9ea86adbb9c69e21", "srresnet.x2": "e9a75921ea221a49", "landmarks.v1": "3e4c8f1eec692371",
     "cascade.48net": "422a98689c3abbb7",
 }
 DEMO_DEFAULT_SHA256 = {
-    "astronaut_before_after.png": "c14f76c8e9dc51e259ce2d3785a21e4be1a218ac3d4ba4858805442bc23b8631",
-    "astronaut_swapped.png": "3755aaeea94a7e28bed955bee3cf4ed0fcbdbe17cb4ad587679337d20c454351",
+    "astronaut_before_after.png": "d3e5edad5d753af7101c3f66dc54b167383b3b7bb04cddc31662aa237a031fe5",
+    "astronaut_swapped.png": "b6db8acc4d6ac80e837f5387ecf3e00aa1046ab44fedeb229ad9001b8735dd83",
 }
 # `run --direction male2female` over a folder (PNG, greyscale PNG, JPEG in a sub-folder, a photo
 # with no face, an unreadable file), one image at a time and two at a time
 FOLDER_RUN_SHA256 = {
-    "astro.png": "5e8df8c61306f224543cfb46dfbc086f001ceead8783d12ee14c48fb9e953c1a",
-    "grey.png": "8c68d3a1f0fc8fa225a7dc272b0300ae22cabaed109450251c82fabf3393cf77",
-    "sub/astro.jpg": "1a3de465bcc2d26ef2e89ec852d0be02949aa20fd4c30ec913a82dd5a3c23d53",
+    "astro.png": "c2dd2466c5859367b8ef98c7f54e47cf9b409bc68e8163aa56cb9db827bdaa5a",
+    "grey.png": "12dbe4d566ed2864c03e353eb894b6bb5f81cf06f4ca13d6077110ddc58c1de5",
+    "sub/astro.jpg": "c5f575deb3c989361c1dfe65a09ae4faafee391f56fad443398c9439ee266912",
 }
 
 pytestmark = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0", reason="hashes recorded with torch 2.13.0")
