@@ -1,13 +1,13 @@
 """End-to-end swap rate: held-out faces pasted into scene photos, the whole pipeline, the independent judge.
 
-For each of ``--n`` held-out validation adults of the source gender (UTKFace chips named by the
+For each of ``--n`` held-out validation adults of the source domain (gender or race) (UTKFace chips named by the
 validation pack), the original 200x200 chip is resized to a random side in ``--min-size`` ..
 ``--max-size`` px and pasted at a random place into a scene photo (``--scenes``, cycling). The
 pipeline (``faceswap_pipeline.load_pipeline``: HOG + verify, crop, generator, SR/resize, feathered
 blend) runs on the composite; then, on the pasted square of input and output:
 
 * ``judge_target_rate`` - dlib-descriptor probes (``judge.dlib_probes``, never seen by training)
-  assign the target gender to the output (descriptor in HOG's box on the input square);
+  assign the target class (gender, or race among the pair's two) to the output (descriptor in HOG's box on the input square);
 * ``identity_median`` - dlib descriptor distance input vs output;
 * ``face_found_outputs`` / ``_inputs`` - HOG finds the face in the square;
 * ``swapped`` - the pipeline detected and translated a face overlapping the square;
@@ -54,12 +54,13 @@ def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
     import imageio.v3 as iio
 
     import faceswap_pipeline as fp
+    from faceswap_pipeline.labels import GENDERS
     from faceswap_pipeline.train.judge import Judge, describe
     from faceswap_pipeline.train.packs import FacePack
 
     src = direction.split("2")[0]
     pack = FacePack(args.val_pack)
-    idx = pack.select(gender=src, min_age=18, max_age=70)
+    idx = pack.select(**{"gender" if src in GENDERS else "race": src}, min_age=18, max_age=70)
     rng = np.random.default_rng(args.seed)
     idx = np.sort(rng.choice(idx, size=min(args.n, len(idx)), replace=False))
     names = [str(n) for n in pack.labels["name"][idx]]
