@@ -280,10 +280,10 @@ def test_bad_blend_options_are_refused() -> None:
 def test_cli_parses_blend_options() -> None:
     from faceswap_pipeline.cli import build_parser
 
-    a = build_parser().parse_args(["run", "in", "out", "--direction", "male2female", "--blend", "poisson", "--mask", "rect", "--landmarks", "dlib"])
-    assert (a.blend, a.mask, a.landmarks) == ("poisson", "rect", "dlib")
+    a = build_parser().parse_args(["run", "in", "out", "--direction", "male2female", "--blend", "feather", "--mask", "rect", "--landmarks", "dlib"])
+    assert (a.blend, a.mask, a.landmarks) == ("feather", "rect", "dlib")
     a = build_parser().parse_args(["run", "in", "out", "--direction", "male2female"])
-    assert (a.blend, a.mask, a.landmarks) == ("feather", "landmarks", "cnn")
+    assert (a.blend, a.mask, a.landmarks) == ("poisson", "landmarks", "cnn")  # the defaults
     with pytest.raises(SystemExit):
         build_parser().parse_args(["run", "in", "out", "--direction", "male2female", "--blend", "median"])
 

@@ -200,3 +200,15 @@ def test_default_pipeline_has_the_cascade_as_second_pass(tiny_weights):
     assert "detect_fallback" not in stages
     with pytest.raises(ValueError, match="fallback"):
         fp.load_pipeline("male2female", fallback="hog", device="cpu", weights_dir=tiny_weights)
+
+
+def test_shipped_race_swap_runs_end_to_end_with_harmonisation(astronaut):
+    out, faces = fp.load_pipeline("white2asian", upscaler="resize", device="cpu")(astronaut)
+    (face,) = faces
+    assert face.actions[:1] == ["translate:white2asian"] and "harmonise" in face.actions
+    assert face.attributes["tone_shift_de"] >= 0
+    x0, y0, x1, y1 = face.transform.box
+    far = np.ones(astronaut.shape[:2], bool)
+    far[max(y0, 0) : y1, max(x0, 0) : x1] = False
+    np.testing.assert_array_equal(out[far], astronaut[far])
+    assert np.abs(out[y0:y1, x0:x1].astype(int) - astronaut[y0:y1, x0:x1]).mean() > 2  # the face changed

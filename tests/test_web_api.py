@@ -91,7 +91,7 @@ def test_options_list_fields_choices_and_limits(client):
     dirs = {c["value"]: c for c in opts["fields"]["direction"]["choices"]}
     assert opts["fields"]["direction"]["default"] == "auto-gender" and dirs["auto-gender"]["available"]
     assert dirs["male2female"]["available"] and dirs["female2male"]["available"]
-    assert not dirs["white2asian"]["available"] and "cyclegan.white2asian" in dirs["white2asian"]["reason"]
+    assert not dirs["white2black"]["available"] and "cyclegan.white2black" in dirs["white2black"]["reason"]
     assert [c["value"] for c in opts["fields"]["detector"]["choices"]] == ["hog", "cascade"]
     assert {c["value"] for c in opts["fields"]["upscaler"]["choices"]} == {"srresnet", "resize"}
     st = opts["fields"]["strength"]
@@ -208,7 +208,7 @@ def test_upload_without_content_length_is_cut_off_at_the_limit(client):
 
 @pytest.mark.parametrize("fields, needle", [
     ({"direction": "sideways"}, "unknown direction 'sideways'"),
-    ({"direction": "white2asian"}, "no trained generator yet (cyclegan.white2asian)"),
+    ({"direction": "white2black"}, "no trained generator yet (cyclegan.white2black)"),
     ({"detector": "eyes"}, "choose one of hog, cascade"),
     ({"strength": "1.5"}, "strength must be between 0 and 1"),
     ({"strength": "nan"}, "strength must be between 0 and 1"),

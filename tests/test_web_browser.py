@@ -77,7 +77,8 @@ def test_page_swaps_the_astronaut_reports_bad_files_and_downloads(server, files,
             page.goto(server.url)
             expect(page.locator("body")).to_have_attribute("data-ready", "1")
             expect(page.locator("#opt-direction")).to_have_value("auto-gender")
-            assert page.locator("#opt-direction option[value=white2asian]").is_disabled()  # untrained: offered as unavailable
+            assert page.locator("#opt-direction option[value=white2black]").is_disabled()  # untrained: offered as unavailable
+            assert not page.locator("#opt-direction option[value=white2asian]").is_disabled()  # shipped
 
             page.evaluate("""() => { window.states = [];  // every state a card passes through
                 new MutationObserver((ms) => ms.forEach((m) => window.states.push(m.target.dataset.state)))
