@@ -85,3 +85,10 @@ def test_skin_pixels_drop_features_and_tone_shift_is_measured_on_skin() -> None:
     assert s.lab[0] < -8 and s.n_skin > 1000
     out, weight, _ = harmonise_surround(skin, darker, np.zeros((40, 40)), np.ones((40, 40)))
     assert weight.max() == 0 and np.array_equal(out, skin)  # no face pixels: nothing measured, nothing moved
+
+
+def test_auto_follows_the_blend_mode() -> None:
+    assert FeatherBlend().harmonises("white2black") and FeatherBlend(mode="laplacian").harmonises("asian2white")
+    assert not FeatherBlend(mode="poisson").harmonises("white2black")  # Poisson matches the boundary itself
+    assert FeatherBlend(mode="poisson", harmonise="on").harmonises("white2black")
+    assert not FeatherBlend(harmonise="off").harmonises("white2black") and not FeatherBlend().harmonises("male2female")

@@ -203,7 +203,7 @@ def test_default_pipeline_has_the_cascade_as_second_pass(tiny_weights):
 
 
 def test_shipped_race_swap_runs_end_to_end_with_harmonisation(astronaut):
-    out, faces = fp.load_pipeline("white2asian", upscaler="resize", device="cpu")(astronaut)
+    out, faces = fp.load_pipeline("white2asian", upscaler="resize", device="cpu", blend="feather")(astronaut)
     (face,) = faces
     assert face.actions[:1] == ["translate:white2asian"] and "harmonise" in face.actions
     assert face.attributes["tone_shift_de"] >= 0

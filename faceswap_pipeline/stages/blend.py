@@ -66,7 +66,9 @@ class FeatherBlend:
             seamless cloning), see :mod:`faceswap_pipeline.ops.seamless`.
         harmonise: move the skin around each face (neck, ears, forehead inside its crop window)
             toward the swapped face's new tone (:mod:`faceswap_pipeline.ops.harmonise`):
-            ``"auto"`` (default: for race swaps, whose skin tone changes), ``"on"`` or ``"off"``.
+            ``"auto"`` (default: for race swaps, whose skin tone changes, with the feather and
+            multi-band blends; the Poisson blend already leaves no colour step at the boundary and
+            harmonising before it measured a slightly larger one), ``"on"`` or ``"off"``.
             Recorded per face as action ``"harmonise"`` with the measured shift in
             ``face.attributes["tone_shift_de"]``.
     """
@@ -90,8 +92,8 @@ class FeatherBlend:
 
     def harmonises(self, direction: str | None) -> bool:
         """Whether a face translated in ``direction`` gets skin-tone harmonisation."""
-        if self.harmonise == "auto":
-            return direction is not None and direction not in GENDER_DIRECTIONS
+        if self.harmonise == "auto":  # Poisson already matches the boundary (measured: bench_harmonise.py)
+            return direction is not None and direction not in GENDER_DIRECTIONS and self.mode != "poisson"
         return self.harmonise == "on"
 
     def __call__(self, batch: list[ImageRecord]) -> list[ImageRecord]:
