@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(detection order); the others stay as they are (default: %(default)s)")
     p.add_argument("--strength", type=_float_in(0.0, 1.0), default=1.0,
                    help="edit strength 0-1: 1 the full swap, 0 the input unchanged, in between a blend (default: %(default)s)")
+    p.add_argument("--workers", type=_positive, default=None,
+                   help="processes decoding and encoding the photos while this one runs the networks on batches of them; "
+                        "1: all in this process, as before (default: all cores)")
     _blend_args(p)
     _common(p)
 
@@ -306,8 +309,11 @@ def cmd_run(a: argparse.Namespace) -> int:
         blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, align=a.align, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
     )
     log.debug("%r", pipe)
+    from faceswap_pipeline.folder.workers import default_workers
+
     run = FolderRun.for_pipeline(pipe, a.input_dir, a.output_dir, batch_size=batch, overwrite=a.overwrite,
-                                 report_path=a.report, progress=_progress(a))
+                                 report_path=a.report, progress=_progress(a),
+                                 workers=a.workers if a.workers is not None else default_workers())
     return _finish(run.run(), "run")
 
 

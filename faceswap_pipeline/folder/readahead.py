@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -54,6 +55,8 @@ class ReadAhead:
 
     Args:
         jobs: the inputs, in order (:class:`Job`, or ``(index, path, output)`` tuples).
+        read: the decode step, called in the background threads (default :func:`read_file`;
+            :func:`~faceswap_pipeline.folder.workers.read_in` runs it in worker processes).
     """
 
     def __init__(
@@ -64,8 +67,10 @@ class ReadAhead:
         max_pixels: int | None,
         pixel_budget: int,
         max_queued: int,
+        read: Callable[[Path, int | None], tuple[LoadedImage | BaseException, float]] = read_file,
     ) -> None:
         self._jobs = jobs
+        self._read = read
         self._next = 0
         self._inflight = 0
         self._held = 0
@@ -98,7 +103,7 @@ class ReadAhead:
                 idx, path, out_file = self._jobs[self._next]
                 self._next += 1
                 self._inflight += 1
-                fut = self._pool.submit(read_file, path, self._max_pixels)
+                fut = self._pool.submit(self._read, path, self._max_pixels)
                 self._pending.append((idx, out_file, fut))
                 fut.add_done_callback(self._on_done)
 

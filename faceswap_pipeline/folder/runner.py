@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -87,6 +88,11 @@ class FolderRun:
             in the output folder and the report, and compared on re-runs (see Settings).
         on_start: called once, after the walk and all checks and before the progress bar starts,
             when there is something to process (e.g. to warm up models).
+        workers: 1 (default): decode in ``num_readers`` threads and encode in one, all in this
+            process. More: decode and encode in a pool of that many spawned worker processes
+            (:mod:`~faceswap_pipeline.folder.workers`), at most ``workers`` of each at a time,
+            while this process runs ``process_batch``; the same bounds, order, outputs and
+            report. Not recorded in the settings: a run may resume with another count.
 
     Raises:
         FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError:
@@ -114,10 +120,13 @@ class FolderRun:
     background_writes: bool = True
     settings: dict[str, Any] | None = None
     on_start: Callable[[], None] | None = None
+    workers: int = 1
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.workers, int) or isinstance(self.workers, bool) or self.workers < 1:
+            raise ValueError(f"workers must be an int >= 1, got {self.workers!r}")
         check_paths(self.in_dir, self.out_dir, write_outputs=self.write_outputs, report_path=self.report_path)
         self.in_path = Path(self.in_dir)
         self.out_path = Path(self.out_dir) if self.out_dir is not None else None
@@ -192,16 +201,30 @@ class FolderRun:
         self._bar.update(total - len(plan.jobs))
         self._counts = collections.Counter(it.status for it in report.items)
         self._saver = ReportWriter(report, self.report_file, self.report_every_s, t_start)
-        self._writer = OutputWriter(self.quality, self._written, background=self.background_writes and self.write_outputs,
-                                    max_waiting=self.batch_size)
+        pool = None
+        if self.workers > 1 and plan.jobs:
+            from faceswap_pipeline.folder.workers import read_in, worker_pool, write_in
+
+            pool = worker_pool(self.workers)
+            num_readers = self.workers
+            reader_kw: dict[str, Any] = {"read": functools.partial(read_in, pool)}
+            writer_kw: dict[str, Any] = {"write": functools.partial(write_in, pool), "threads": self.workers,
+                                         "background": self.write_outputs,
+                                         "max_waiting": max(self.batch_size, self.workers)}
+        else:
+            num_readers = self.num_readers
+            reader_kw = {}
+            writer_kw = {"background": self.background_writes and self.write_outputs, "max_waiting": self.batch_size}
+        self._writer = OutputWriter(self.quality, self._written, **writer_kw)
         self._n_batches = 0
         self._saver.save(force=True)  # a valid report (inputs listed, "pending") exists from the start
         reader = ReadAhead(
             plan.jobs,
-            num_readers=self.num_readers,
+            num_readers=num_readers,
             max_pixels=self.max_pixels,
             pixel_budget=2 * self.max_batch_pixels,
-            max_queued=max(1, self.batch_size) + max(1, self.num_readers),
+            max_queued=max(1, self.batch_size) + max(1, num_readers),
+            **reader_kw,
         )
         interrupted = True
         try:
@@ -211,6 +234,8 @@ class FolderRun:
         finally:
             reader.close()
             self._writer.close()
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
             self._bar.close()
             self._finish(plan, interrupted)
         logger.info("folder run done: %d ok, %d skipped, %d failed in %.1f s",

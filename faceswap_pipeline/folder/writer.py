@@ -61,23 +61,29 @@ class OutputWriter:
     records the finished ones, then waits for the oldest until no more than that are left, so
     encoding overlaps the next batch's processing without piling up decoded images. Not in the
     background, :meth:`submit` writes at once. ``on_written`` is always called from the caller's
-    thread, in submission order.
+    thread, in submission order. ``write`` is the encode step (default :func:`write_output`;
+    :func:`~faceswap_pipeline.folder.workers.write_in` runs it in worker processes) and ``threads``
+    the writes that may run at once in the background.
     """
 
     def __init__(self, quality: int | None, on_written: Callable[[int, Written], None], *,
-                 background: bool = True, max_waiting: int = 1) -> None:
+                 background: bool = True, max_waiting: int = 1,
+                 write: Callable[[LoadedImage, Path, np.ndarray | None, int | None], Written] = write_output,
+                 threads: int = 1) -> None:
         self.quality = quality
         self.on_written = on_written
         self.max_waiting = max(1, max_waiting)
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fsp-write") if background else None
+        self._write = write
+        self._pool = (ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="fsp-write")
+                      if background else None)
         self._waiting: collections.deque[tuple[int, Future]] = collections.deque()
 
     def submit(self, index: int, loaded: LoadedImage, out_file: Path, image: np.ndarray | None) -> None:
         """Write ``image`` (None: the input unchanged) as input ``index``'s output."""
         if self._pool is None:
-            self.on_written(index, write_output(loaded, out_file, image, self.quality))
+            self.on_written(index, self._write(loaded, out_file, image, self.quality))
             return
-        self._waiting.append((index, self._pool.submit(write_output, loaded, out_file, image, self.quality)))
+        self._waiting.append((index, self._pool.submit(self._write, loaded, out_file, image, self.quality)))
         self.drain(self.max_waiting)
 
     def drain(self, max_left: int = 0) -> None:

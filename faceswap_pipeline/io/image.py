@@ -31,6 +31,9 @@ class ImageReadError(ValueError):
         self.reason = reason
         super().__init__(f"cannot read image {str(self.path)!r}: {reason}")
 
+    def __reduce__(self) -> tuple[Any, ...]:  # picklable (a worker process's read error comes back whole)
+        return type(self), (self.path, self.reason)
+
 
 @dataclass
 class LoadedImage:
