@@ -142,9 +142,9 @@ def end_to_end(device: str, n: int, detectors: list[str]) -> list[dict[str, Any]
             t0 = time.perf_counter()
             rep = pipe.run_folder(src, Path(tmp) / f"out_{d}", batch_size=32 if device != "cpu" else 1, progress=False)
             dt = time.perf_counter() - t0
-            summary = rep.get("summary", {}) if isinstance(rep, dict) else {}
+            summary = rep.summary()
             out.append({"detector": d, "images": n, "images_per_s": round(n / dt, 2), "wall_s": round(dt, 2),
-                        "ok": summary.get("ok"), "failed": summary.get("failed")})
+                        "ok": summary.get("ok"), "failed": summary.get("error")})
     return out
 
 
