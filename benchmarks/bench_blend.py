@@ -1,4 +1,4 @@
-"""Seam metrics of the paste-back modes (issue 17): square feather vs ellipse vs face-shaped masks,
+"""Seam metrics of the paste-back modes: square feather vs ellipse vs face-shaped masks,
 alpha feather vs multi-band vs Poisson.
 
 Two photo sets, each run through the real pipeline (HOG + verifier, crop, landmark CNN, generator
@@ -13,7 +13,7 @@ generator outputs:
 
 Per face: :func:`faceswap_pipeline.ops.seam.seam_score` along its own mask's boundary (excess
 Delta-E / gradient over the original photo at the same pixels); per set: boundary-weighted means
-and on how many faces the new default beats the square feather.
+and on how many faces the default (face mask + Poisson) beats the square feather.
 
     python benchmarks/bench_blend.py --fddb ../shared/data/fddb_dev/images --json benchmarks/results/blend.json \\
         --md docs/benchmarks/blend.md --sheet docs/blend_comparison.png
@@ -41,11 +41,11 @@ from faceswap_pipeline.types import ImageRecord  # noqa: E402
 CONFIGS = (
     ("rect", "feather", "square feather (seed)"),
     ("ellipse", "feather", "ellipse feather (previous default)"),
-    ("landmarks", "feather", "face mask + feather (new default)"),
+    ("landmarks", "feather", "face mask + feather (previous default)"),
     ("landmarks", "laplacian", "face mask + multi-band"),
-    ("landmarks", "poisson", "face mask + Poisson"),
+    ("landmarks", "poisson", "face mask + Poisson (default)"),
 )
-BASE, NEW = "rect/feather", "landmarks/feather"
+BASE, NEW = "rect/feather", "landmarks/poisson"
 
 
 def _rgb(a: np.ndarray) -> np.ndarray:
@@ -182,7 +182,7 @@ def sheet(kept, path: Path, rows: int = 4) -> None:
 
 
 def write_md(res: dict, path: Path) -> None:
-    lines = ["# Paste-back seams (issue 17)", "",
+    lines = ["# Paste-back seams", "",
              f"Machine: {res['machine']}. Command: `{res['command']}`.", "",
              "Seam metrics along each face's own mask boundary (0.5 level line), as the excess of the result over the",
              "original photo at the same pixels (lower is better, 0 = no seam added): **dE** = CIEDE2000 between the mean",
@@ -200,7 +200,7 @@ def write_md(res: dict, path: Path) -> None:
             lines.append(f"| {lab} | {c['delta_e_excess']:.3f} | {c['gradient_excess']:.3f} | {c['delta_e']:.2f} / {c['delta_e_original']:.2f} "
                          f"| {c['gradient']:.2f} / {c['gradient_original']:.2f} | {c['blend_ms_per_photo']} |")
         w = s[f"{NEW}_beats_{BASE}_per_face"]
-        lines += ["", f"Face mask + feather beats the square feather on {w['delta_e']}/{w['of']} faces in dE, "
+        lines += ["", f"Face mask + Poisson (the default) beats the square feather on {w['delta_e']}/{w['of']} faces in dE, "
                   f"{w['gradient']}/{w['of']} in grad, {w['both']}/{w['of']} in both.", ""]
     lines += ["Comparison sheet (skimage.data photos and composites of them only): [docs/blend_comparison.png](../blend_comparison.png).", ""]
     path.parent.mkdir(parents=True, exist_ok=True)
