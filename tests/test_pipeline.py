@@ -101,8 +101,8 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
 
 
 def test_refuses_to_run_without_trained_weights(tmp_path):
-    with pytest.raises(fp.WeightsError, match="no trained weights for 'cyclegan.white2asian'"):
-        fp.load_pipeline("white2asian", device="cpu", weights_dir=tmp_path)
+    with pytest.raises(fp.WeightsError, match="no trained weights for 'cyclegan.white2black'"):
+        fp.load_pipeline("white2black", device="cpu", weights_dir=tmp_path)
 
 
 def test_unknown_choices_are_clear_errors(tiny_weights):
