@@ -174,7 +174,7 @@ def evaluate_folder(
             continue
         entry.update({"judge_target_rate": round(float(hit[sel].mean()), 4), "identity_median": round(float(np.median(ident[sel])), 4)})
         if g.startswith("race=") and _is_gender(direction) or g.startswith("gender=") and not _is_gender(direction):
-            entry["kept"] = _kept(judge, d_in[sel], d_out[sel], g)  # the attribute the swap must not change
+            entry["kept"] = judge.kept(d_in[sel], d_out[sel], g.split("=", 1)[0])  # the attribute the swap must not change
         groups[g] = entry
     res: dict[str, Any] = {"direction": direction, "input_dir": str(in_dir), "output_dir": str(out_dir), "photos": photos,
                            "missed": missed, "faces": len(faces), "overall": overall, "groups": groups, "per_face": faces}
@@ -193,16 +193,6 @@ def _groups(labels: dict[str, Any] | None) -> list[str]:
     if not labels:
         return []
     return [f"gender={labels['gender']}", f"race={labels['race']}"]
-
-
-def _kept(judge: Any, d_in: np.ndarray, d_out: np.ndarray, group: str) -> float:
-    """Share of faces whose judged value of the group's other attribute is the same before and after."""
-    from faceswap_pipeline.train.judge import probe_logits
-
-    head = group.split("=", 1)[0]
-    a = probe_logits(judge.probes, d_in)[head].argmax(1)
-    b = probe_logits(judge.probes, d_out)[head].argmax(1)
-    return round(float((a == b).mean()), 4)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -269,6 +269,12 @@ class Judge:
         lg = probe_logits(self.probes, desc)[head][:, list(classes)]
         return np.asarray(classes)[lg.argmax(1)] == tgt
 
+    def kept(self, d_in: np.ndarray, d_out: np.ndarray, head: str) -> float:
+        """Share of faces whose judged ``head`` class (e.g. ``"race"``) is the same in input and output descriptors."""
+        a = probe_logits(self.probes, d_in)[head].argmax(1)
+        b = probe_logits(self.probes, d_out)[head].argmax(1)
+        return round(float((a == b).mean()), 4)
+
     def score(
         self,
         inputs_u8: np.ndarray,
@@ -314,8 +320,7 @@ class Judge:
         # the attribute the swap must not change (race for a gender swap, gender for a race swap)
         head, _, _ = target_class(direction)
         other = "race" if head == "gender" else "gender"
-        lg_in, lg_out = probe_logits(self.probes, d_in)[other], probe_logits(self.probes, d_out)[other]
-        r[f"{other}_kept"] = round(float((lg_in.argmax(1) == lg_out.argmax(1)).mean()), 4)
+        r[f"{other}_kept"] = self.kept(d_in, d_out, other)
         if self.attr is not None:
             from faceswap_pipeline.train.evaluate import target_rate
 
