@@ -59,6 +59,9 @@ ARMS: dict[str, list[str]] = {
     # (with recipe3_free's relaxed cycle / identity weights)
     "recipe4": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", *FREE],
     "recipe4_attr": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", "--lambda-attr", "0.5", *FREE],
+    # round 5: recipe3_free evaluated on generator weight averages (EMA 0.999 over the 128-px phase),
+    # against the oscillation seen from 40 to 60 CPU-min; run with an earlier switch (--low-res-steps 3500)
+    "recipe5": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
@@ -223,13 +226,14 @@ def train_arm(args: argparse.Namespace) -> int:
             scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir, pair)
         t0 = time.perf_counter()
         (d_mf, _, _), (d_fm, _, _) = directions(pair)
-        res = scorer.score({d_mf: trainer.nets["G_m2f"], d_fm: trainer.nets["G_f2m"]})
+        gens = {n: trainer.generator(n) for n in ("G_m2f", "G_f2m")}  # the averages when the arm keeps them
+        res = scorer.score({d_mf: gens["G_m2f"], d_fm: gens["G_f2m"]})
         rec = {"arm": name, "pair": list(pair), "mark": float(mark), "cpu_minutes": round(trainer.cpu_time_s / 60, 2), "step": trainer.step,
-               "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(),
+               "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(), "ema_steps": trainer.ema_steps,
                "eval_s": round(time.perf_counter() - t0, 1), **res}
         with curve.open("a") as f:
             f.write(json.dumps(rec) + "\n")
-        torch.save({k: trainer.nets[k].state_dict() for k in ("G_m2f", "G_f2m")}, root / f"gens_{int(mark):03d}min.pt")
+        torch.save({k: g.state_dict() for k, g in gens.items()}, root / f"gens_{int(mark):03d}min.pt")
         log.info("%s @ %.0f CPU-min: step %d judge %s %.3f %s %.3f | attr %.3f %.3f | id %.3f %.3f",
                  name, mark, trainer.step, d_mf, res[d_mf]["judge_target_rate"], d_fm, res[d_fm]["judge_target_rate"],
                  res[d_mf].get("attr_target_rate", float("nan")), res[d_fm].get("attr_target_rate", float("nan")),
@@ -305,7 +309,10 @@ def export_mark(args: argparse.Namespace) -> int:
     pair = tuple(arm.get("pair", ("male", "female")))
     rec = next(r for r in map(json.loads, (root / "curve.jsonl").read_text().splitlines()) if float(r["mark"]) == float(args.mark))
     ck = load_checkpoint(root / "last.pt")
-    ck.update(torch.load(root / f"gens_{int(args.mark):03d}min.pt", weights_only=True))
+    gens_at_mark = torch.load(root / f"gens_{int(args.mark):03d}min.pt", weights_only=True)  # averages if the arm keeps them
+    ck.update(gens_at_mark)
+    if "ema" in ck:
+        ck["ema"], ck["ema_steps"] = dict(gens_at_mark), int(rec.get("ema_steps", 0))
     ck["step"], ck["pairs_seen"], ck["cpu_time_s"] = rec["step"], rec["pairs_seen"], rec["cpu_minutes"] * 60
     packs = Path(args.packs).expanduser()
     meta = json.loads((packs / "utk.json").read_text())

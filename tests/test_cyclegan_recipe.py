@@ -347,3 +347,33 @@ def test_feature_discriminator_heads_shapes() -> None:
     with pytest.raises(ValueError, match="attribute network"):
         m, f = _data()
         cg.CycleGANTrainer(cg.CycleGANConfig(lambda_featd=1.0, lambda_identity=0, device="cpu", tensorboard=False), m, f, None)
+
+
+def test_generator_average_starts_at_switch_resumes_and_exports(tmp_path: Path) -> None:
+    from faceswap_pipeline.train.cyclegan_export import generator_state
+
+    kw = dict(g_ema=0.9)
+    full = _trainer(_cfg(tmp_path / "a", **kw))
+    full.fit()
+    # 3 curriculum steps at 32 px are not averaged; the 3 steps at 64 px are
+    assert full.ema_steps == 3
+    live, avg = full.nets["G_m2f"].state_dict(), full.generator("G_m2f").state_dict()
+    assert full.generator("G_m2f") is full.ema["G_m2f"]
+    assert any(not torch.equal(live[k], avg[k]) for k in live)  # an average, not a copy
+    for k in live:  # ramped decay: the average lies between the weights seen, close to the live ones
+        assert torch.isfinite(avg[k]).all()
+    part = _trainer(_cfg(tmp_path / "b", **kw))
+    part.fit(max_steps=4)  # one averaged step
+    ck = cg.load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert ck["ema_steps"] == 1 and set(ck["ema"]) == {"G_m2f", "G_f2m"}
+    torch.manual_seed(999)
+    second = _trainer(_cfg(tmp_path / "b", **kw))
+    second.load_state_dict(ck)
+    second.fit()
+    for name in ("G_m2f", "G_f2m"):
+        a, b = full.generator(name).state_dict(), second.generator(name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    last = cg.load_checkpoint(tmp_path / "a" / "run" / "last.pt")
+    assert all(torch.equal(generator_state(last, "G_f2m")[k], v) for k, v in full.ema["G_f2m"].state_dict().items())
+    no_avg = _trainer(_cfg(tmp_path / "c"))
+    assert no_avg.generator("G_m2f") is no_avg.nets["G_m2f"] and not no_avg.ema

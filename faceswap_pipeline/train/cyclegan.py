@@ -169,6 +169,14 @@ class CycleGANTrainer(GuidanceMixin):
         self.opt_G = torch.optim.Adam(gp, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.opt_D = torch.optim.Adam(dp, lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
+        # generator weight averages (Polyak / EMA, as StyleGAN and BigGAN evaluate): smooth the GAN's
+        # step-to-step oscillation; ema_steps counts the updates since the last (re)start
+        self.ema: dict[str, nn.Module] = {}
+        if cfg.g_ema > 0:
+            import copy
+
+            self.ema = {n: copy.deepcopy(self.nets[n]).eval().requires_grad_(False) for n in ("G_m2f", "G_f2m")}
+        self.ema_steps = 0
 
         # wrappers used for training calls (DDP then compile); self.nets keeps the plain modules
         self.run: dict[str, nn.Module] = {}
@@ -238,6 +246,32 @@ class CycleGANTrainer(GuidanceMixin):
             for n in ("G_m2f", "G_f2m"):
                 equalize_transposed_phases(self.nets[n])
 
+    @torch.no_grad()
+    def _update_ema(self, res: int) -> None:
+        """Fold the live generators into their averages after a step trained at side ``res``.
+
+        The average restarts from the live weights at the first final-resolution step (the 64-px
+        warm-up phase is not averaged); its decay ramps up as ``min(g_ema, (1 + n) / (10 + n))``.
+        """
+        if not self.ema:
+            return
+        if res != self.cfg.image_size:
+            self.ema_steps = 0
+            return
+        w = 1.0 - min(self.cfg.g_ema, (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
+        for n, avg in self.ema.items():
+            live = list(self.nets[n].parameters())
+            mine = list(avg.parameters())
+            if self.ema_steps == 0:
+                torch._foreach_copy_(mine, live)
+            else:
+                torch._foreach_lerp_(mine, live, w)
+        self.ema_steps += 1
+
+    def generator(self, name: str) -> nn.Module:
+        """The generator to evaluate or export: ``G_m2f`` / ``G_f2m``, its average when the run keeps one."""
+        return self.ema[name] if self.ema and self.ema_steps > 0 else self.nets[name]
+
     def pretrain_step_(self) -> torch.Tensor:
         """One generator warm-start step: both generators reproduce real faces of both domains (L1)."""
         self._set_lr()
@@ -301,6 +335,7 @@ class CycleGANTrainer(GuidanceMixin):
 
         self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_featd, loss_D_m, loss_D_f, loss_D_feat]).detach().float()
         self._acc_n += 1
+        self._update_ema(real_m.shape[-1])
         self.step += 1
         self.pairs_seen += b * self.world
 
@@ -382,7 +417,7 @@ class CycleGANTrainer(GuidanceMixin):
             src_f = self.val_f if self.val_f is not None else self.stream_f.data
             self._grid_m = src_m[:n].to(self.device).float().div(127.5).sub(1)
             self._grid_f = src_f[:n].to(self.device).float().div(127.5).sub(1)
-        g1, g2 = self.nets["G_m2f"], self.nets["G_f2m"]
+        g1, g2 = self.generator("G_m2f"), self.generator("G_f2m")
         rm, rf = self._grid_m, self._grid_f
         ff, fm = g1(rm), g2(rf)
         rows = [[rm, ff, g2(ff), g2(rm)], [rf, fm, g1(fm), g1(rf)]]
@@ -396,8 +431,8 @@ class CycleGANTrainer(GuidanceMixin):
             return {}
         pair = (self.cfg.attr_class_m, self.cfg.attr_class_f)
         out = {
-            "val/target_rate_m2f": target_rate(self.nets["G_m2f"], self.feat_net, self.val_m, True, self.amp, self.cfg.attr_head, pair),
-            "val/target_rate_f2m": target_rate(self.nets["G_f2m"], self.feat_net, self.val_f, False, self.amp, self.cfg.attr_head, pair),
+            "val/target_rate_m2f": target_rate(self.generator("G_m2f"), self.feat_net, self.val_m, True, self.amp, self.cfg.attr_head, pair),
+            "val/target_rate_f2m": target_rate(self.generator("G_f2m"), self.feat_net, self.val_f, False, self.amp, self.cfg.attr_head, pair),
         }
         return out
 
@@ -450,11 +485,17 @@ class CycleGANTrainer(GuidanceMixin):
         }
         for n, net in self.nets.items():
             st[n] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+        if self.ema:
+            st["ema"] = {n: {k: v.detach().cpu() for k, v in m.state_dict().items()} for n, m in self.ema.items()}
+            st["ema_steps"] = self.ema_steps
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         for n, net in self.nets.items():
             net.load_state_dict(st[n])
+        for n, avg in self.ema.items():  # a run without averages before (resumed with g_ema on) starts them now
+            avg.load_state_dict(st.get("ema", {}).get(n, st[n]))
+        self.ema_steps = int(st.get("ema_steps", 0)) if "ema" in st else 0
         self.opt_G.load_state_dict(st["opts"]["G"])
         self.opt_D.load_state_dict(st["opts"]["D"])
         self.pool_m.load_state_dict(st["pool"]["m"], self.device)

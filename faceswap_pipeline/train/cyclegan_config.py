@@ -63,6 +63,8 @@ class CycleGANConfig:
     lambda_texture: float = 0.0  # texture hinge: local Laplacian energy of G(x) beyond its input's (losses.texture_excess)
     uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
+    g_ema: float = 0.0  # generator weight average (EMA decay, e.g. 0.999; 0 = off): averaged over the final-resolution
+    # phase only (restarted at the curriculum switch); evaluation, snapshots and export use the averages
     # optimisation (the seed's)
     batch_size: int = 1
     lr: float = 2e-4
@@ -101,6 +103,8 @@ class CycleGANConfig:
             raise ValueError("image_size (and low_res) must be divisible by 8, and image_size by low_res")
         if self.upsample_init not in ("normal", "bilinear"):
             raise ValueError(f"upsample_init must be normal or bilinear, not {self.upsample_init!r}")
+        if not 0.0 <= self.g_ema < 1.0:
+            raise ValueError(f"g_ema is an EMA decay in [0, 1), not {self.g_ema}")
         if self.attr_head not in ("gender", "race"):
             raise ValueError(f"attr_head must be gender or race, not {self.attr_head!r}")
         if not self.domain_m or not self.domain_f or "2" in self.domain_m + self.domain_f or self.domain_m == self.domain_f:

@@ -27,6 +27,12 @@ from faceswap_pipeline.train.export import export_model
 from faceswap_pipeline.train.packs import read_pack
 
 
+def generator_state(ck: dict[str, Any], net: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's weights of generator ``net`` (``G_m2f`` / ``G_f2m``): its average when the run kept one."""
+    avg = ck.get("ema", {}).get(net) if int(ck.get("ema_steps", 0)) > 0 else None
+    return avg if avg is not None else ck[net]
+
+
 def export(
     checkpoint: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] = "weights",
@@ -67,7 +73,7 @@ def export(
     names = (f"{cfg.get('domain_m', 'male')}2{cfg.get('domain_f', 'female')}", f"{cfg.get('domain_f', 'female')}2{cfg.get('domain_m', 'male')}")
     for direction, net in zip(names, ("G_m2f", "G_f2m")):
         path, _ = export_model(
-            ck[net], f"cyclegan.{direction}", out_dir, file=f"cyclegan_{direction}.safetensors", arch="cyclegan_resnet",
+            generator_state(ck, net), f"cyclegan.{direction}", out_dir, file=f"cyclegan_{direction}.safetensors", arch="cyclegan_resnet",
             kwargs=kwargs, storage=storage,
             io={"range": [-1, 1], "size": int(cfg["image_size"]), "layout": "(B, 3, H, W) RGB"},
             framing=framing or {},
@@ -76,6 +82,7 @@ def export(
                 "data": data,
                 "split": split,
                 "steps": int(ck["step"]),
+                "generator_average": {"ema_decay": float(cfg.get("g_ema", 0.0)), "steps": int(ck.get("ema_steps", 0))},
                 "batch_size": int(cfg["batch_size"]),
                 "pairs_seen": int(ck["pairs_seen"]),
                 "wall_time_s": round(float(ck["wall_time_s"]), 1),
@@ -127,7 +134,7 @@ def evaluate_export(
     head, pair = cfg.get("attr_head", "gender"), (int(cfg.get("attr_class_m", 0)), int(cfg.get("attr_class_f", 1)))
     for direction, net, src, female in ((f"{dm}2{df}", "G_m2f", val_m, True), (f"{df}2{dm}", "G_f2m", val_f, False)):
         ref = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"]).eval()
-        ref.load_state_dict(ck[net])
+        ref.load_state_dict(generator_state(ck, net))
         stored = load_model(f"cyclegan.{direction}", folder=weights_folder)
         y_ref = translate_faces(ref, src)
         y_st = translate_faces(stored, src)
@@ -210,4 +217,4 @@ def identity_fn(framing: dict[str, Any] | None = None) -> Callable[[torch.Tensor
     return lambda a, b: float(np.mean(evaluate.identity_distance(a, b, rescale)))
 
 
-__all__ = ["evaluate_export", "export", "identity_fn", "main_export"]
+__all__ = ["evaluate_export", "export", "generator_state", "identity_fn", "main_export"]
