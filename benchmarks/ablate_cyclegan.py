@@ -323,16 +323,16 @@ def export_mark(args: argparse.Namespace) -> int:
         mark_ckpt = Path(tmp) / "mark.pt"
         torch.save(ck, mark_ckpt)
         kw = dict(framing=meta.get("framing"), command=cmd, data=data, machine=describe_machine("cpu"))
-        export(mark_ckpt, args.weights_dir, "int8", **kw)
+        export(mark_ckpt, args.weights_dir, args.storage, **kw)
         gens = {d: load_model(f"cyclegan.{d}", args.weights_dir) for d, _, _ in directions(pair)}
         scorer = Scorer(packs / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", args.weights_dir, pair)
         res = scorer.score(gens)
-        metrics = {d: {"independent_judge": {**res[d], "judge": "judge.dlib_probes", "stored": "int8",
+        metrics = {d: {"independent_judge": {**res[d], "judge": "judge.dlib_probes", "stored": args.storage,
                                              "faces": f"{args.n_eval} held-out adults (18-70, pad<=0.02), benchmarks/ablate_cyclegan.py export",
                                              "note": "attr_target_rate here is single pass"},
                        "training_cpu_minutes": rec["cpu_minutes"], "arm": arm["arm"], "mark_cpu_minutes": float(args.mark)}
                    for d, _, _ in directions(pair)}
-        export(mark_ckpt, args.weights_dir, "int8", metrics=metrics, **kw)
+        export(mark_ckpt, args.weights_dir, args.storage, metrics=metrics, **kw)
     print(json.dumps(metrics, indent=1))
     return 0
 
@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--root", default="~/faceswap-runs/ablation")
     e.add_argument("--weights-dir", default="weights")
     e.add_argument("--n-eval", type=int, default=150)
+    e.add_argument("--storage", default="int4", choices=["int4", "int8"], help="generator storage (int4: benchmarks/bench_weight_storage.py)")
     e.add_argument("--threads", type=int, default=1)
     r = sub.add_parser("report")
     r.add_argument("--root", default="~/faceswap-runs/ablation")

@@ -7,7 +7,7 @@
       "sha256": "...",                              # checked on every load
       "arch": "cyclegan_resnet",                    # key of faceswap_pipeline.registry.ARCHS
       "kwargs": {"ngf": 32, "n_blocks": 9},         # constructor arguments
-      "storage": "int8",                            # int8 | fp16 | fp32 (int8: per-channel scales)
+      "storage": "int8",                            # int4 | int8 | fp16 | fp32 (see quantize_state_dict)
       "io": {"range": [-1, 1], "size": 128},        # what the network expects
       "framing": {...},                             # crop factors the model was trained with
       "training": {"command": ..., "data": ..., "steps": ..., "wall_time_s": ...},
@@ -39,6 +39,10 @@ from torch import nn
 ENV_VAR = "FACESWAP_WEIGHTS"
 MANIFEST = "manifest.json"
 _QSUFFIX, _SSUFFIX = ".__int8", ".__scale"
+_Q4SUFFIX, _S4SUFFIX, _SHAPESUFFIX = ".__int4", ".__scale4", ".__shape"
+INT4_GROUP = 32  # int4 storage: weights per fp16 scale (along each output channel's flattened inputs)
+INT4_MIN_NUMEL = 65536  # smaller weight tensors (first / last layers) stay int8 under int4 storage
+STORAGES = ("int4", "int8", "fp16", "fp32")
 
 
 class WeightsError(RuntimeError):
@@ -215,25 +219,70 @@ def _verified_file(name: str, d: Path, entry: dict[str, Any]) -> Path:
     return path
 
 
+def _int8_per_channel(v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one fp32 scale per output channel (dim 0): ``(q int8 of v's shape, scale (C,))``."""
+    flat = v.float().reshape(v.shape[0], -1)
+    scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
+    return torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8).reshape(v.shape), scale.float()
+
+
+def _int4_groups(v: torch.Tensor, group: int = INT4_GROUP) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric 4-bit codes in groups of ``group`` weights along each output channel's flattened inputs.
+
+    Each group's fp16 scale is the one of ``amax / 7 * {1.0, 0.95, ..., 0.7}`` (clipping the
+    largest weights a little) with the least squared error. Returns ``(packed, scale)``: ``packed``
+    uint8 ``(C, G * group / 2)``, two codes ``q + 8`` in [1, 15] per byte (low nibble first);
+    ``scale`` fp16 ``(C, G)``. The flattened rows are zero-padded to whole groups.
+    """
+    flat = v.float().reshape(v.shape[0], -1)
+    pad = (-flat.shape[1]) % group
+    flat = torch.nn.functional.pad(flat, (0, pad)).reshape(flat.shape[0], -1, group)  # (C, G, group)
+    amax = flat.abs().amax(dim=2, keepdim=True).clamp_min(1e-12)
+    best_err = torch.full(amax.shape, float("inf"))
+    best_scale = amax / 7.0
+    for shrink in (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7):
+        sc = (amax * shrink / 7.0).half().float()  # the scale as stored
+        err = (torch.round(flat / sc).clamp(-7, 7) * sc - flat).square().sum(dim=2, keepdim=True)
+        better = err < best_err
+        best_err = torch.where(better, err, best_err)
+        best_scale = torch.where(better, sc, best_scale)
+    q = (torch.round(flat / best_scale).clamp(-7, 7) + 8).to(torch.uint8).reshape(flat.shape[0], -1)
+    return q[:, 0::2] | (q[:, 1::2] << 4), best_scale.squeeze(2).half()
+
+
+def _int4_decode(packed: torch.Tensor, scale: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_int4_groups`: fp32 weights of ``shape`` (an int64 tensor of the dims)."""
+    q = torch.stack([packed & 0x0F, packed >> 4], dim=2).reshape(packed.shape[0], -1).float() - 8.0
+    w = (q.reshape(q.shape[0], scale.shape[1], -1) * scale.float().unsqueeze(2)).reshape(q.shape[0], -1)
+    dims = [int(d) for d in shape.tolist()]
+    n = 1
+    for d in dims[1:]:
+        n *= d
+    return w[:, :n].reshape(dims).contiguous()
+
+
 def quantize_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:
     """Encode a float state dict for storage.
 
     ``int8``: every floating tensor with >= 2 dims (conv / linear weights) becomes symmetric int8
     with one fp32 scale per output channel (dim 0), stored as ``key.__int8`` + ``key.__scale``;
-    1-D tensors (biases, norms) stay fp32. ``fp16``: floating tensors cast to fp16. ``fp32``: as is.
+    1-D tensors (biases, norms) stay fp32. ``int4``: weight tensors of >= ``INT4_MIN_NUMEL``
+    elements become 4-bit codes with one fp16 scale per ``INT4_GROUP`` weights (``key.__int4`` +
+    ``key.__scale4`` + ``key.__shape``, about 4.5 bits a weight); smaller ones are stored as
+    under ``int8``. ``fp16``: floating tensors cast to fp16. ``fp32``: as is.
     """
-    if storage not in ("int8", "fp16", "fp32"):
-        raise ValueError(f"storage must be int8, fp16 or fp32, not {storage!r}")
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {', '.join(STORAGES)}, not {storage!r}")
     out: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         v = v.detach().cpu().contiguous()
         if not v.is_floating_point():
             out[k] = v
-        elif storage == "int8" and v.dim() >= 2:
-            flat = v.float().reshape(v.shape[0], -1)
-            scale = flat.abs().amax(dim=1).clamp_min(1e-12) / 127.0
-            out[k + _QSUFFIX] = torch.round(flat / scale[:, None]).clamp_(-127, 127).to(torch.int8).reshape(v.shape)
-            out[k + _SSUFFIX] = scale.float()
+        elif storage == "int4" and v.dim() >= 2 and v.numel() >= INT4_MIN_NUMEL:
+            out[k + _Q4SUFFIX], out[k + _S4SUFFIX] = _int4_groups(v)
+            out[k + _SHAPESUFFIX] = torch.tensor(v.shape, dtype=torch.int64)
+        elif storage in ("int4", "int8") and v.dim() >= 2:
+            out[k + _QSUFFIX], out[k + _SSUFFIX] = _int8_per_channel(v)
         elif storage == "fp16":
             out[k] = v.half()
         else:
@@ -245,9 +294,12 @@ def dequantize_state_dict(stored: dict[str, torch.Tensor]) -> dict[str, torch.Te
     """Inverse of :func:`quantize_state_dict`: every floating tensor comes back as fp32."""
     out: dict[str, torch.Tensor] = {}
     for k, v in stored.items():
-        if k.endswith(_SSUFFIX):
+        if k.endswith((_SSUFFIX, _S4SUFFIX, _SHAPESUFFIX)):
             continue
-        if k.endswith(_QSUFFIX):
+        if k.endswith(_Q4SUFFIX):
+            base = k[: -len(_Q4SUFFIX)]
+            out[base] = _int4_decode(v, stored[base + _S4SUFFIX], stored[base + _SHAPESUFFIX])
+        elif k.endswith(_QSUFFIX):
             base = k[: -len(_QSUFFIX)]
             scale = stored[base + _SSUFFIX]
             out[base] = v.float() * scale.view(-1, *([1] * (v.dim() - 1)))

@@ -51,6 +51,58 @@ def test_int8_storage_is_close_and_smaller(tmp_path):
         assert (g(x) - g2(x)).abs().mean() < 0.02
 
 
+def test_int4_storage_groups_bits_and_round_trip(tmp_path, monkeypatch):
+    import faceswap_pipeline.weights as w
+
+    monkeypatch.setattr(w, "INT4_MIN_NUMEL", 2000)  # the tiny net's big layers go 4-bit, the first / last stay int8
+    torch.manual_seed(0)
+    g = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    sd = g.state_dict()
+    q = quantize_state_dict(sd, "int4")
+    four = [k[: -len(".__int4")] for k in q if k.endswith(".__int4")]
+    eight = [k[: -len(".__int8")] for k in q if k.endswith(".__int8")]
+    assert four and eight and not set(four) & set(eight)
+    for k in four:
+        assert sd[k].numel() >= 2000
+        n = sd[k].numel()
+        groups = -(-(n // sd[k].shape[0]) // w.INT4_GROUP) * sd[k].shape[0]
+        assert q[k + ".__int4"].dtype == torch.uint8 and q[k + ".__int4"].numel() == groups * w.INT4_GROUP // 2  # two codes a byte
+        assert q[k + ".__scale4"].dtype == torch.float16 and q[k + ".__scale4"].numel() == groups
+        codes = torch.cat([q[k + ".__int4"] & 15, q[k + ".__int4"] >> 4])
+        assert int(codes.min()) >= 1 and int(codes.max()) <= 15  # q + 8, q in [-7, 7]
+    for k in eight:
+        assert sd[k].numel() < 2000 and sd[k].dim() >= 2
+    deq = dequantize_state_dict(q)
+    assert deq.keys() == sd.keys() and all(deq[k].shape == sd[k].shape for k in sd)
+    for k in four:  # per group: at most the clipped tail (scales >= 0.7 amax / 7) or half a step
+        rows = [t.reshape(t.shape[0], -1) for t in (sd[k], deq[k])]
+        pad = (-rows[0].shape[1]) % w.INT4_GROUP  # rows are zero-padded to whole groups
+        flat, got = (torch.nn.functional.pad(r, (0, pad)).reshape(r.shape[0], -1, w.INT4_GROUP) for r in rows)
+        amax = flat.abs().amax(dim=2)
+        assert ((got - flat).abs().amax(dim=2) <= 0.3 * amax * 1.001 + 1e-6).all(), k
+        assert (got - flat).norm() < 0.15 * flat.norm(), k
+    for k in sd:
+        if sd[k].dim() == 1:
+            assert torch.equal(deq[k], sd[k])
+    # through the file format: smaller than int8, loads, outputs close to the float net
+    sizes = {}
+    for storage in ("int8", "int4"):
+        sha = save_weights(g, tmp_path / f"{storage}.safetensors", arch="cyclegan_resnet", kwargs={"ngf": 8, "n_blocks": 2}, storage=storage)
+        register_weights(f"cyclegan.{storage}", {"file": f"{storage}.safetensors", "sha256": sha, "arch": "cyclegan_resnet",
+                                                 "kwargs": {"ngf": 8, "n_blocks": 2}, "storage": storage}, tmp_path)
+        sizes[storage] = (tmp_path / f"{storage}.safetensors").stat().st_size
+    assert sizes["int4"] < 0.8 * sizes["int8"]
+    g4 = load_model("cyclegan.int4", tmp_path)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert (g(x) - g4(x)).abs().mean() < 0.05
+
+
+def test_unknown_storage_is_refused():
+    with pytest.raises(ValueError, match="storage must be one of"):
+        quantize_state_dict({"w": torch.zeros(2, 2)}, "int3")
+
+
 def test_corrupt_file_is_rejected_naming_file_and_hash(tmp_path):
     _save(tmp_path)
     p = tmp_path / "g.safetensors"

@@ -54,7 +54,8 @@ def export(
     Args:
         checkpoint: a trainer checkpoint (``last.pt``).
         out_dir: the weights folder.
-        storage: ``int8`` (per-channel scales, dequantised at load), ``fp16`` or ``fp32``.
+        storage: ``int4`` (group-wise, ~4.5 bits a weight), ``int8`` (per-channel scales), ``fp16`` or ``fp32``;
+            see :func:`faceswap_pipeline.weights.quantize_state_dict`.
         metrics: per direction (``"male2female"`` / ``"female2male"``) metric dicts.
         framing: the crop framing the training faces were made with (the packs' sidecar JSON).
         command, data, split, machine: provenance recorded under ``training``.

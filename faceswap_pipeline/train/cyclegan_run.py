@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many more steps")
     p.add_argument("--export", metavar="CKPT", help="export a checkpoint's generators instead of training")
     p.add_argument("--out-dir", default="weights", help="weights folder for --export")
-    p.add_argument("--storage", default="int8", choices=["int8", "fp16", "fp32"])
+    p.add_argument("--storage", default="int8", choices=["int4", "int8", "fp16", "fp32"])
     p.add_argument("--eval-n", type=int, default=0, help="--export: validation faces per direction (0 = all)")
     p.add_argument("--identity-n", type=int, default=200, help="--export: faces for the dlib identity distance")
     p.add_argument("--sheet", default="", help="--export: write a before/after contact sheet PNG of male val faces here")
