@@ -53,11 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(a.threads)
     import dlib
 
-    from faceswap_pipeline.train.cascade import CascadeTrainConfig, _to_tensor, composite, nonface_files, read_rgb
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.cascade_data import composite, nonface_files, to_tensor
+    from faceswap_pipeline.train.colour_data import read_rgb
 
     files = validation_chips(a.utk, a.n, a.seed)
     _, held = nonface_files(a.nonface)
-    bgs = [_to_tensor(read_rgb(f)) for f in held]
+    bgs = [to_tensor(read_rgb(f)) for f in held]
     cascades = load_cascades(a.cascade, a.min_face)
     hog = dlib.get_frontal_face_detector()
     window = CascadeTrainConfig().window
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     counts: dict[str, dict[str, int]] = {}
     t0 = time.time()
     for i, f in enumerate(files):
-        chip = _to_tensor(read_rgb(f))
+        chip = to_tensor(read_rgb(f))
         bg = bgs[int(rng.integers(len(bgs)))]
         canvas, fb = composite(chip, bg, tuple(window), a.face_px, a.canvas, 0.0, (0.0, 0.0), rng)  # type: ignore[arg-type]
         img = (canvas.permute(1, 2, 0) * 255).round().byte().numpy()

@@ -60,14 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(a.threads)
     from faceswap_pipeline.stages.detect_hog import HogDetector
-    from faceswap_pipeline.train.cascade import CascadeTrainConfig, _to_tensor, composite, nonface_files, read_rgb
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.cascade_data import composite, nonface_files, to_tensor
+    from faceswap_pipeline.train.colour_data import read_rgb
 
     angles = [float(x) for x in a.angles.split(",")]
     lo, hi = (float(x) for x in a.face_px.split(","))
     files = validation_chips(a.utk, a.n, a.seed)
     _, held = nonface_files(a.nonface)
     held_imgs = [read_rgb(f) for f in held]
-    bgs = [_to_tensor(im) for im in held_imgs]
+    bgs = [to_tensor(im) for im in held_imgs]
     detectors: dict[str, Any] = {f"dlib HOG (upsample {a.hog_upsample})": HogDetector(upsample=a.hog_upsample)}
     detectors.update({f"cascade {name}": det for name, det in load_cascades(a.cascade, a.min_face).items()})
     window = CascadeTrainConfig().window
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = {f"{ang:+g}": {"faces": 0, **{n: {"found": 0, "unmatched": 0} for n in detectors}} for ang in angles}
     t0 = time.time()
     for i, f in enumerate(files):
-        chip = _to_tensor(read_rgb(f))
+        chip = to_tensor(read_rgb(f))
         bg = bgs[int(rng.integers(len(bgs)))]
         face_px = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
         room = max(0.0, (a.canvas - face_px * 1.5) / 2)

@@ -341,7 +341,9 @@ def test_train_net_layouts_and_bf16_all_learn():
     """channels_last (the default) and bf16 autocast are speed options: each learns an easy
     face/non-face split as NCHW float32 does, and the trained weights come back in the standard
     contiguous layout (safetensors stores only contiguous tensors)."""
-    from faceswap_pipeline.train.cascade import CascadeTrainConfig, face_prob, train_net
+    from faceswap_pipeline.train.cascade import train_net
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.window_classifier import face_prob
 
     g = torch.Generator().manual_seed(0)
     pos = (torch.rand((200, 3, 24, 24), generator=g) * 90 + 150).to(torch.uint8)  # bright windows

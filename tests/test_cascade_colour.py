@@ -49,7 +49,8 @@ def test_face_free_windows_avoid_faces():
 
 
 def test_face_free_mask_and_fddb_windows():
-    from faceswap_pipeline.train.cascade import CascadeTrainConfig, face_free, fddb_windows
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.cascade_data import face_free, fddb_windows
 
     faces = np.array([[10.0, 10.0, 50.0, 70.0]])
     cand = torch.tensor([[12.0, 15.0, 48.0, 51.0], [200.0, 200.0, 240.0, 240.0]])
@@ -60,7 +61,7 @@ def test_face_free_mask_and_fddb_windows():
 
 
 def test_colour_augmentations_shape_range_and_effect():
-    from faceswap_pipeline.train.cascade import augment
+    from faceswap_pipeline.train.window_classifier import augment
 
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, 256, (16, 3, 24, 24), dtype=torch.uint8)

@@ -165,7 +165,7 @@ def test_detector_speed_options_agree():
 
 
 def test_threshold_strata_keeps_recall_in_every_stratum():
-    from faceswap_pipeline.train.cascade import threshold_for_recall, threshold_for_recall_strata
+    from faceswap_pipeline.train.cascade_calibrate import threshold_for_recall, threshold_for_recall_strata
 
     g = torch.Generator().manual_seed(0)
     angle = torch.cat([torch.zeros(200), torch.full((200,), 18.0), torch.full((200,), -35.0)])

@@ -59,12 +59,19 @@ def flag_type(annotation: Any) -> Callable[[str], Any] | None:
     return None
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = ()) -> None:
+def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = (), switches: Iterable[str] = ()) -> None:
     """Add one ``--dashed-name`` flag per field of the dataclass ``cls`` (default None = keep the config's value).
+
+    Args:
+        parser: the parser to add to.
+        cls: the config dataclass.
+        skip: fields that get no flag (the trainer adds its own).
+        switches: ``bool`` fields given as plain switches (``--export`` sets True) instead of
+            taking a value (``--flip 0``).
 
     Help text: the field's ``metadata["help"]`` when given, then ``(default X)``.
     """
-    skip = set(skip)
+    skip, switches = set(skip), set(switches)
     hints = typing.get_type_hints(cls) if not any(isinstance(f.type, str) for f in dataclasses.fields(cls)) else {}
     for f in dataclasses.fields(cls):
         if f.name in skip:
@@ -74,8 +81,11 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[s
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         text = f.metadata.get("help", "")
-        parser.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None,
-                            help=f"{text} (default {default!r})" if text else f"(default {default!r})")
+        text = f"{text} (default {default!r})" if text else f"(default {default!r})"
+        if f.name in switches:
+            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None, help=text)
+        else:
+            parser.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None, help=text)
 
 
 def config_from_args(args: argparse.Namespace, cls: type[T], base: T | None = None) -> T:

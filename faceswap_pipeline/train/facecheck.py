@@ -4,7 +4,7 @@ It must not be the detector itself, so it is a separate CNN (:class:`~faceswap_p
 64 px window with context, :mod:`faceswap_pipeline.stages.facecheck`) trained on:
 
 * **positives**: UTKFace *train-split* chips pasted on colour and grey backgrounds (the cascade
-  trainer's :func:`~faceswap_pipeline.train.cascade.composite`, rotated, scaled), and the
+  trainer's :func:`~faceswap_pipeline.train.cascade_data.composite`, rotated, scaled), and the
   detections of *both* detectors (dlib HOG, the cascade) that match an annotated face on the FDDB
   **train half** (real photos: pose, blur, light, occlusion), each with jittered copies, plus the
   annotated faces both detectors miss (mapped to HOG framing);
@@ -26,8 +26,6 @@ import argparse
 import json
 import logging
 import math
-import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -36,15 +34,22 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from faceswap_pipeline.train.checkpoint import atomic_save
+from faceswap_pipeline.train import config
+from faceswap_pipeline.train.cascade_data import to_uint8
+from faceswap_pipeline.train.checkpoint import atomic_save, load_checkpoint, save_checkpoint
+from faceswap_pipeline.train.window_classifier import augment, face_prob, train_classifier
 
 log = logging.getLogger(__name__)
+
+CKPT_FORMAT = "faceswap_pipeline/facecheck-ckpt/1"
+"""Format tag of the trained net's checkpoint (``<out>/facecheck.pt``: ``state_dict``, ``info``)."""
 
 
 @dataclass
 class FaceCheckConfig:
+    """Everything that defines a face-check training run (saved as ``config.json`` in ``out``)."""
+
     utk: str = ""
     nonface: str = ""
     nonface_colour: str = ""
@@ -96,10 +101,6 @@ def _jitter(boxes: torch.Tensor, g: torch.Generator, copies: int, shift: float =
     return torch.cat([boxes, torch.cat([c - wh * s / 2, c + wh * s / 2], 1)])
 
 
-def _u8(x: torch.Tensor) -> torch.Tensor:
-    return (x * 255).round().clamp(0, 255).to(torch.uint8)
-
-
 def _grey(im: np.ndarray) -> np.ndarray:
     g = (im[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().clip(0, 255).astype(np.uint8)
     return np.repeat(g[..., None], 3, axis=2)
@@ -149,13 +150,8 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     """uint8 crops: ``pos``, ``neg`` (training), ``dev_<group>`` (threshold choice)."""
     from faceswap_pipeline.stages.detect_hog import HogDetector
     from faceswap_pipeline.stages.facecheck import check_crops
-    from faceswap_pipeline.train.cascade import (
-        CascadeTrainConfig,
-        _to_tensor,
-        composite,
-        nonface_files,
-        utk_train_files,
-    )
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.cascade_data import composite, nonface_files, to_tensor, utk_train_files
     from faceswap_pipeline.train.colour_data import face_free_windows, fddb_items, half_split, image_files, read_rgb
     from faceswap_pipeline.train.splits import is_validation
 
@@ -163,7 +159,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(cfg.seed)
     S: dict[str, list[torch.Tensor]] = {"pos": [], "neg": []}
     det = Detectors(cfg)
-    crop = lambda im, b: _u8(check_crops(im, b, cfg.size, cfg.context))  # noqa: E731
+    crop = lambda im, b: to_uint8(check_crops(im, b, cfg.size, cfg.context))  # noqa: E731
     t0 = time.time()
 
     # ---- non-face photos: both detectors' hits + random windows
@@ -178,7 +174,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     n_hits = 0
     for p in colour + grey_train:
         im = read_rgb(p)
-        bg_tensors.append(_to_tensor(im))
+        bg_tensors.append(to_tensor(im))
         hits = det(im)
         n_hits += len(hits)
         if len(hits):
@@ -192,7 +188,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     # ---- FDDB train half: matched detections (+ missed faces) as positives, face-free hits as negatives
     dev_fddb: list[torch.Tensor] = []
     if cfg.fddb:
-        from faceswap_pipeline.train.cascade import face_free
+        from faceswap_pipeline.train.cascade_data import face_free
 
         items = fddb_items(cfg.fddb, "train")
         for i, (p, gt) in enumerate(items):
@@ -226,7 +222,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     for start in range(0, len(files), 256):
         crops = []
         for p in files[start : start + 256]:
-            chip = _to_tensor(read_rgb(p))
+            chip = to_tensor(read_rgb(p))
             window = tuple(ccfg.window)
             if rng.random() < 0.5:
                 chip = chip.flip(-1)
@@ -239,7 +235,7 @@ def build_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
             c, fb = composite(chip, bg, window, face_px, canvas, ang, off, rng)  # type: ignore[arg-type]
             fb = _jitter(fb[None], g, 1)[1:]
             crops.append(check_crops(c[None], fb, cfg.size, cfg.context))
-        S["pos"].append(_u8(torch.cat(crops)))
+        S["pos"].append(to_uint8(torch.cat(crops)))
     log.info("UTK composites: %d (%.0f s)", len(files), time.time() - t0)
 
     out = {k: torch.cat(v) for k, v in S.items()}
@@ -269,7 +265,8 @@ def chip_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
     if cfg.n_utk_chips <= 0:
         return {}
     from faceswap_pipeline.stages.facecheck import check_crops
-    from faceswap_pipeline.train.cascade import CascadeTrainConfig, utk_train_files
+    from faceswap_pipeline.train.cascade_config import CascadeTrainConfig
+    from faceswap_pipeline.train.cascade_data import utk_train_files
     from faceswap_pipeline.train.colour_data import read_rgb
 
     rng = np.random.default_rng(cfg.seed + 7)
@@ -283,59 +280,32 @@ def chip_samples(cfg: FaceCheckConfig) -> dict[str, torch.Tensor]:
         im = read_rgb(f)
         if rng.random() < cfg.grey_prob:
             im = _grey(im)
-        crops.append(_u8(check_crops(im, _jitter(box, g, 1, shift=0.06, scale=(0.9, 1.1))[1:], cfg.size, cfg.context)))
+        crops.append(to_uint8(check_crops(im, _jitter(box, g, 1, shift=0.06, scale=(0.9, 1.1))[1:], cfg.size, cfg.context)))
     return {"pos_chips": torch.cat(crops)}
 
 
 def train(net: torch.nn.Module, S: dict[str, torch.Tensor], cfg: FaceCheckConfig) -> dict[str, Any]:
-    from faceswap_pipeline.train.cascade import augment
+    """Train ``net`` on the uint8 windows ``S["pos"]`` (+ ``S["pos_chips"]``) and ``S["neg"]``.
 
-    g = torch.Generator().manual_seed(cfg.seed + 1)
-    torch.manual_seed(cfg.seed + 1)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net.train()
-    net.to(memory_format=torch.channels_last)
-    t0 = time.time()
-    loss_ema = acc_ema = None
-    done = 0
-    budget = cfg.max_minutes * 60
+    A batch is ``pos_fraction`` positives (label 1), the rest negatives (label 0), augmented with
+    the cascade's window augmentation plus occlusion, side light and blur.
+    """
     pos = torch.cat([S["pos"], S["pos_chips"]]) if "pos_chips" in S else S["pos"]
-    for step in range(cfg.steps):
-        # cosine over steps or the time budget, whichever is further along (ends annealed either way)
-        progress = min(1.0, max(step / cfg.steps, (time.time() - t0) / budget))
-        lr = cfg.lr * 0.5 * (1 + math.cos(math.pi * progress))
-        for grp in opt.param_groups:
-            grp["lr"] = lr
-        npos = int(cfg.batch * cfg.pos_fraction)
+    npos = int(cfg.batch * cfg.pos_fraction)
+
+    def batch(g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         ip = torch.randint(0, pos.shape[0], (npos,), generator=g)
         ineg = torch.randint(0, S["neg"].shape[0], (cfg.batch - npos,), generator=g)
         x = augment(torch.cat([pos[ip], S["neg"][ineg]]), g, cfg.grey_prob, flip=True, lowres_prob=0.3, occlude_prob=0.1, light_prob=0.3, blur_prob=0.2)
-        y = torch.cat([torch.ones(npos, dtype=torch.long), torch.zeros(cfg.batch - npos, dtype=torch.long)])
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-            logits = net(x).float()
-        loss = F.cross_entropy(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        acc = float((logits.argmax(1) == y).float().mean())
-        loss_ema = loss.item() if loss_ema is None else 0.98 * loss_ema + 0.02 * loss.item()
-        acc_ema = acc if acc_ema is None else 0.98 * acc_ema + 0.02 * acc
-        done = step + 1
-        if step % 200 == 0:
-            log.info("facecheck step %d/%d loss %.4f acc %.3f (%.0f s)", step, cfg.steps, loss_ema, acc_ema, time.time() - t0)
-        if time.time() - t0 > budget:
-            log.warning("time budget reached at step %d", done)
-            break
-    net.to(memory_format=torch.contiguous_format)
-    net.eval()
-    return {"steps": done, "wall_time_s": round(time.time() - t0, 1), "train_loss_ema": round(loss_ema or 0, 4), "train_acc_ema": round(acc_ema or 0, 4)}
+        return x, torch.cat([torch.ones(npos, dtype=torch.long), torch.zeros(cfg.batch - npos, dtype=torch.long)])
+
+    return train_classifier(net, batch, name="facecheck", steps=cfg.steps, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            budget_s=cfg.max_minutes * 60, seed=cfg.seed + 1, channels_last=True, bf16=cfg.bf16)
 
 
-@torch.inference_mode()
 def probs(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    net.eval()
-    return torch.cat([net.face_prob(x[i : i + 512].float() / 255.0) for i in range(0, x.shape[0], 512)]) if x.shape[0] else torch.zeros(0)
+    """Face probability ``(B,)`` of uint8 check windows ``(B, 3, size, size)``."""
+    return face_prob(net, x, chunk=512)
 
 
 def choose_threshold(net: torch.nn.Module, S: dict[str, torch.Tensor], keep: float) -> dict[str, Any]:
@@ -369,7 +339,7 @@ def run(cfg: FaceCheckConfig, argv: list[str] | None = None) -> dict[str, Any]:
     net = FaceCheckNet(width=cfg.width, in_size=cfg.size)
     if cfg.init:
         if Path(cfg.init).is_file():
-            net.load_state_dict(torch.load(cfg.init, weights_only=True)["state_dict"])
+            net.load_state_dict(load_checkpoint(cfg.init, CKPT_FORMAT, "face-check trainer")["state_dict"])
         else:
             from faceswap_pipeline.weights import load_model
 
@@ -377,13 +347,13 @@ def run(cfg: FaceCheckConfig, argv: list[str] | None = None) -> dict[str, Any]:
         log.info("initialised from %s", cfg.init)
     ck = out / "facecheck.pt"
     if ck.is_file():
-        blob = torch.load(ck, weights_only=True)
+        blob = load_checkpoint(ck, CKPT_FORMAT, "face-check trainer")
         net.load_state_dict(blob["state_dict"])
         info = blob["info"]
         log.info("resumed the trained net from %s", ck)
     else:
         info = train(net, S, cfg)
-        atomic_save({"state_dict": net.state_dict(), "info": info}, ck)
+        save_checkpoint({"state_dict": net.state_dict(), "info": info}, ck, CKPT_FORMAT)
     net.eval()
     thr = choose_threshold(net, S, cfg.keep)
     report = {"training": info, "threshold": thr, "samples": {k: int(v.shape[0]) for k, v in S.items()}}
@@ -395,58 +365,42 @@ def run(cfg: FaceCheckConfig, argv: list[str] | None = None) -> dict[str, Any]:
 
 
 def export(net: torch.nn.Module, cfg: FaceCheckConfig, report: dict[str, Any], argv: list[str] | None) -> None:
-    from faceswap_pipeline.weights import register_weights, save_weights, weights_dir
+    """Write ``facecheck_v1.safetensors`` (fp16) and its manifest entry ``facecheck.v1`` (with the threshold)."""
+    from faceswap_pipeline.machine import describe_machine
+    from faceswap_pipeline.train.export import export_model
 
-    folder = weights_dir(cfg.weights_dir)
     kw = {"width": cfg.width, "in_size": cfg.size}
-    sha = save_weights(net, folder / "facecheck_v1.safetensors", arch="face_check_cnn", kwargs=kw, storage="fp16")
     cmd = "python -m faceswap_pipeline.train.facecheck " + " ".join(argv if argv is not None else sys.argv[1:])
-    entry = {
-        "file": "facecheck_v1.safetensors", "sha256": sha, "arch": "face_check_cnn", "kwargs": kw, "storage": "fp16",
-        "io": {"input": [3, cfg.size, cfg.size], "range": [0, 1], "layout": "BCHW RGB", "output": "logits (2: [non-face, face])",
-               "window": {"context": cfg.context, "note": "square of side context * sqrt(w h) centred on the detection box (HOG framing)"}},
-        "check": {"threshold": report["threshold"]["threshold"], "keep_target": cfg.keep, "fit": report["threshold"]},
-        "training": {
+    path, _ = export_model(
+        net, "facecheck.v1", cfg.weights_dir, file="facecheck_v1.safetensors", arch="face_check_cnn", kwargs=kw, storage="fp16",
+        io={"input": [3, cfg.size, cfg.size], "range": [0, 1], "layout": "BCHW RGB", "output": "logits (2: [non-face, face])",
+            "window": {"context": cfg.context, "note": "square of side context * sqrt(w h) centred on the detection box (HOG framing)"}},
+        check={"threshold": report["threshold"]["threshold"], "keep_target": cfg.keep, "fit": report["threshold"]},
+        training={
             "command": cmd,
             "data": "positives: UTKFace train-split composites, HOG/cascade detections matching FDDB train-half faces (+ missed faces); "
                     "negatives: HOG/cascade detections and random windows on nonface_colour train half, scene photos, grey non-face train photos, face-free FDDB train-half windows",
             "split": f"FDDB train half (every {cfg.fddb_dev_every}th photo held out for the threshold) + UTKFace validation split for the threshold; FDDB and nonface_colour test halves never read",
             "steps": report["training"]["steps"], "batch": cfg.batch, "wall_time_s": report["training"]["wall_time_s"],
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s), CPU",
+            "machine": f"{describe_machine('cpu')}, torch {torch.__version__}",
             "seed": cfg.seed,
         },
-        "metrics": {"samples": report["samples"], "train_loss_ema": report["training"]["train_loss_ema"], "train_acc_ema": report["training"]["train_acc_ema"]},
-    }
-    register_weights("facecheck.v1", entry, cfg.weights_dir)
-    log.info("exported facecheck.v1 to %s", folder)
+        metrics={"samples": report["samples"], "train_loss_ema": report["training"]["train_loss_ema"], "train_acc_ema": report["training"]["train_acc_ema"]},
+    )
+    log.info("exported facecheck.v1 to %s", path.parent)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """CLI entry point (``faceswap-pipeline train facecheck ...``): one ``--dashed`` flag per config field."""
     p = argparse.ArgumentParser(prog="faceswap-pipeline train facecheck", description=__doc__.split("\n")[0])
-    d = FaceCheckConfig()
-    for k, v in asdict(d).items():
-        flag = "--" + k.replace("_", "-")
-        if isinstance(v, bool):
-            p.add_argument(flag, action="store_true")
-        elif isinstance(v, tuple):
-            p.add_argument(flag, default=None, help=f"comma-separated (default {','.join(str(x) for x in v)})")
-        else:
-            p.add_argument(flag, type=type(v) if v is not None else str, default=v)
-    a = p.parse_args(argv)
-    cfg = FaceCheckConfig()
-    for k, v in asdict(d).items():
-        got = getattr(a, k)
-        if isinstance(v, tuple):
-            if got is not None:
-                setattr(cfg, k, tuple(float(x) for x in got.split(",")))
-        else:
-            setattr(cfg, k, got)
+    config.add_config_args(p, FaceCheckConfig, switches=("export", "bf16"))
+    cfg = config.config_from_args(p.parse_args(argv), FaceCheckConfig)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     print(json.dumps(run(cfg, argv), indent=2))
     return 0
 
 
-__all__ = ["FaceCheckConfig", "build_samples", "choose_threshold", "main", "run", "train"]
+__all__ = ["CKPT_FORMAT", "FaceCheckConfig", "build_samples", "choose_threshold", "main", "probs", "run", "train"]
 
 if __name__ == "__main__":
     sys.exit(main())
