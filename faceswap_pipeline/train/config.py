@@ -59,6 +59,11 @@ def flag_type(annotation: Any) -> Callable[[str], Any] | None:
     return None
 
 
+def helped(default: Any, text: str) -> Any:
+    """A dataclass field with ``default`` and the flag help ``text`` (its ``metadata["help"]``)."""
+    return dataclasses.field(default=default, metadata={"help": text})
+
+
 def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[str] = (), switches: Iterable[str] = ()) -> None:
     """Add one ``--dashed-name`` flag per field of the dataclass ``cls`` (default None = keep the config's value).
 
@@ -66,8 +71,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[s
         parser: the parser to add to.
         cls: the config dataclass.
         skip: fields that get no flag (the trainer adds its own).
-        switches: ``bool`` fields given as plain switches (``--export`` sets True) instead of
-            taking a value (``--flip 0``).
+        switches: ``bool`` fields given as switches (``--export`` sets True, ``--no-export``
+            False) instead of taking a value (``--flip 0``).
 
     Help text: the field's ``metadata["help"]`` when given, then ``(default X)``.
     """
@@ -81,9 +86,9 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, skip: Iterable[s
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         text = f.metadata.get("help", "")
-        text = f"{text} (default {default!r})" if text else f"(default {default!r})"
+        text = (f"{text} (default {default!r})" if text else f"(default {default!r})").replace("%", "%%")
         if f.name in switches:
-            parser.add_argument("--" + f.name.replace("_", "-"), action="store_true", default=None, help=text)
+            parser.add_argument("--" + f.name.replace("_", "-"), action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             parser.add_argument("--" + f.name.replace("_", "-"), type=typ, default=None, help=text)
 
@@ -103,6 +108,31 @@ def config_from_args(args: argparse.Namespace, cls: type[T], base: T | None = No
     return cfg
 
 
+def config_to_argv(cfg: Any, switches: Iterable[str] = ()) -> list[str]:
+    """The flags that give ``cfg`` from its dataclass defaults (to record a training command).
+
+    Fields equal to their default are left out; ``switches`` as ``--name`` / ``--no-name``, other
+    booleans as ``--name 1/0``, tuples comma-separated.
+    """
+    switches = set(switches)
+    argv: list[str] = []
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        if v == default:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.name in switches:
+            argv.append(flag if v else "--no-" + f.name.replace("_", "-"))
+        elif isinstance(v, bool):
+            argv += [flag, "1" if v else "0"]
+        elif isinstance(v, (tuple, list)):
+            argv += [flag, ",".join(str(x) for x in v)]
+        else:
+            argv += [flag, str(v)]
+    return argv
+
+
 def config_from_json(cls: type[T], path: str | Path, strict: bool = True) -> T:
     """A ``cls`` config from a JSON file of its fields (``strict=False``: unknown keys are ignored)."""
     data = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -112,4 +142,4 @@ def config_from_json(cls: type[T], path: str | Path, strict: bool = True) -> T:
     return cls(**data)
 
 
-__all__ = ["add_config_args", "config_from_args", "config_from_json", "flag_type", "parse_bool"]
+__all__ = ["add_config_args", "config_from_args", "config_from_json", "config_to_argv", "flag_type", "helped", "parse_bool"]

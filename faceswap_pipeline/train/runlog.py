@@ -21,11 +21,14 @@ class RunWriter:
     Args:
         run_dir: the run folder.
         enabled: write at all (False on non-main ranks or with ``tensorboard=False``).
+        purge_step: a resumed run's step: events at or after it from the interrupted session are
+            dropped (None: keep everything).
     """
 
-    def __init__(self, run_dir: str | os.PathLike[str], enabled: bool = True) -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], enabled: bool = True, purge_step: int | None = None) -> None:
         self.run_dir = Path(run_dir)
         self.enabled = enabled
+        self.purge_step = purge_step
         self._writer: Any = None
 
     @property
@@ -38,7 +41,7 @@ class RunWriter:
                 log.warning("no TensorBoard: %s", e)
                 self.enabled = False
                 return None
-            self._writer = SummaryWriter(str(self.run_dir / "tb"))
+            self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.purge_step)
         return self._writer
 
     def scalar(self, tag: str, value: float, step: int) -> None:

@@ -61,6 +61,10 @@ import torch.nn.functional as F
 
 from faceswap_pipeline.machine import describe_machine
 from faceswap_pipeline.ops.geometry import resize
+from faceswap_pipeline.train import config
+from faceswap_pipeline.train.checkpoint import atomic_save
+from faceswap_pipeline.train.loop import RunClock, StopOnSignal
+from faceswap_pipeline.train.runlog import RunWriter
 from faceswap_pipeline.train.splits import is_validation
 
 log = logging.getLogger(__name__)
@@ -72,53 +76,55 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 class SRConfig:
     """Every setting of an SRResNet training run (saved as ``out/config.json``)."""
 
-    faces: str = ""  # UTKFace-style folder of face chips (train split used only)
-    scenes: str = ""  # folder of scene photos (held-out subset excluded)
-    out: str = "runs/srresnet_x4"  # run folder: config, checkpoints, TensorBoard, log
-    scale: int = 4  # 2 or 4
-    n_blocks: int = 16  # residual blocks (seed: 16)
-    nf: int = 64  # filters (seed: 64)
-    variant: str = "srresnet"  # srresnet (BN + PReLU) | edsr (no BN, residual scaling)
-    res_scale: float = 0.0  # 0 = variant default (1.0 srresnet, 0.1 edsr)
-    img_skip: str = "bicubic"  # none (Ledig) | bicubic (a=-0.75) | bicubic_aa (a=-0.5) | bilinear: add the interpolated input to the output
-    degrade: str = "bicubic"  # LR inputs: bicubic (clean) | mix (random blur/resize/noise/JPEG/grid chain)
-    gen_fraction: float = 0.0  # share of face patches whose LR is a real CycleGAN output (needs gen_pack)
-    gen_pack: str = ""  # train-split face pack (.npz, 128 px crops) for the generator augmentation
-    gen_weights_dir: str = ""  # folder of the generators' manifest ("" = default weights folder)
-    init_from: str = ""  # warm start: manifest name (e.g. srresnet.x4) or a checkpoint path; matching tensors are copied
-    icnr_project: bool = False  # after init_from, project the sub-pixel convs onto ICNR (no checkerboard)
-    init_reset: str = ""  # comma-separated parameter-name prefixes left as initialised by init_from (e.g. tail: start at bicubic)
-    patch: int = 64  # HR patch side (seed: 64)
+    faces: str = config.helped("", "UTKFace-style folder of face chips (train split used only)")
+    scenes: str = config.helped("", "folder of scene photos (held-out subset excluded)")
+    out: str = config.helped("runs/srresnet_x4", "run folder: config, checkpoints, TensorBoard, log")
+    scale: int = config.helped(4, "2 or 4")
+    n_blocks: int = config.helped(16, "residual blocks (original design: 16)")
+    nf: int = config.helped(64, "filters (original design: 64)")
+    variant: str = config.helped("srresnet", "srresnet (BN + PReLU) | edsr (no BN, residual scaling)")
+    res_scale: float = config.helped(0.0, "0 = variant default (1.0 srresnet, 0.1 edsr)")
+    img_skip: str = config.helped("bicubic", "none (Ledig) | bicubic (a=-0.75) | bicubic_aa (a=-0.5) | bilinear: add the interpolated input to the output")
+    degrade: str = config.helped("bicubic", "LR inputs: bicubic (clean) | mix (random blur/resize/noise/JPEG/grid chain)")
+    gen_fraction: float = config.helped(0.0, "share of face patches whose LR is a real CycleGAN output (needs gen_pack)")
+    gen_pack: str = config.helped("", "train-split face pack (.npz, 128 px crops) for the generator augmentation")
+    gen_weights_dir: str = config.helped("", "folder of the generators' manifest (empty = default weights folder)")
+    init_from: str = config.helped("", "warm start: manifest name (e.g. srresnet.x4) or a checkpoint path; matching tensors are copied")
+    icnr_project: bool = config.helped(False, "after init_from, project the sub-pixel convs onto ICNR (no checkerboard)")
+    init_reset: str = config.helped("", "comma-separated parameter-name prefixes left as initialised by init_from (e.g. tail: start at bicubic)")
+    patch: int = config.helped(64, "HR patch side (original design: 64)")
     batch_size: int = 16
-    steps: int = 3000  # total optimisation steps (the lr schedule spans these)
-    lr: float = 3e-4  # Adam peak learning rate
-    warmup: int = 100  # linear warm-up steps, then cosine decay to lr * min_lr_ratio
+    steps: int = config.helped(3000, "total optimisation steps (the lr schedule spans these)")
+    lr: float = config.helped(3e-4, "Adam peak learning rate")
+    warmup: int = config.helped(100, "linear warm-up steps, then cosine decay to lr * min_lr_ratio")
     min_lr_ratio: float = 0.02
-    loss: str = "l1"  # l1 | mse
-    perceptual_weight: float = 0.0  # 0 disables the perceptual term
-    perceptual_model: str = "attributes.v1"  # manifest name of the feature network
-    perceptual_weights_dir: str = ""  # folder of that manifest ("" = default weights folder)
-    perceptual_layers: str = "0,1"  # which AttributeNet.features() entries to compare
-    scene_fraction: float = 0.25  # share of patches drawn from scenes (rest: faces)
-    scene_holdout_every: int = 5  # hold out scenes with sorted index % this == 0
-    val_faces: int = 32  # validation faces (validation split) scored during training
+    loss: str = config.helped("l1", "l1 | mse")
+    perceptual_weight: float = config.helped(0.0, "0 disables the perceptual term")
+    perceptual_model: str = config.helped("attributes.v1", "manifest name of the feature network")
+    perceptual_weights_dir: str = config.helped("", 'folder of that manifest ("" = default weights folder)')
+    perceptual_layers: str = config.helped("0,1", "which AttributeNet.features() entries to compare")
+    scene_fraction: float = config.helped(0.25, "share of patches drawn from scenes (rest: faces)")
+    scene_holdout_every: int = config.helped(5, "hold out scenes with sorted index % this == 0")
+    val_faces: int = config.helped(32, "validation faces (validation split) scored during training")
     val_every: int = 500
     ckpt_every: int = 250
     log_every: int = 25
     seed: int = 0
-    threads: int = 0  # torch.set_num_threads (0 = torch's default)
+    threads: int = config.helped(0, "torch.set_num_threads (0 = torch's default)")
     device: str = "cpu"
-    bf16: bool = False  # bf16 autocast for the forward pass
+    bf16: bool = config.helped(False, "bf16 autocast for the forward pass")
     channels_last: bool = False
-    compile: bool = False  # torch.compile the model
-    max_minutes: float = 0.0  # stop cleanly (checkpoint + export) after this much training time; 0 = no limit
-    stop_at: int = 0  # stop cleanly at this step (simulates an interruption); 0 = run to ``steps``
-    resume: bool = False  # continue from out/last.pt
-    export_only: bool = False  # with resume: load out/last.pt, validate and export it, train nothing
+    compile: bool = config.helped(False, "torch.compile the model")
+    max_minutes: float = config.helped(0.0, "stop cleanly (checkpoint + export) after this much training time; 0 = no limit")
+    stop_at: int = config.helped(0, "stop cleanly at this step (simulates an interruption); 0 = run to ``steps``")
+    resume: bool = config.helped(False, "continue from out/last.pt")
+    export_only: bool = config.helped(False, "with resume: load out/last.pt, validate and export it, train nothing")
     tensorboard: bool = True
-    export: str = ""  # write fp16 safetensors here at the end ("" = do not export)
-    export_name: str = ""  # register the export in the manifest under this name ("" = do not)
-    weights_dir: str = ""  # manifest folder for export_name ("" = default weights folder)
+    export: str = config.helped("", 'write fp16 safetensors here at the end ("" = do not export)')
+    export_name: str = config.helped("", 'register the export in the manifest under this name ("" = do not)')
+    weights_dir: str = config.helped("", 'manifest folder for export_name ("" = default weights folder)')
+
+
 
 
 # ----------------------------------------------------------------------------------------- data
@@ -344,12 +350,6 @@ def evaluate(model: torch.nn.Module, hr_images: list[np.ndarray], scale: int, de
 # ------------------------------------------------------------------------------------- training
 
 
-def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train(cfg: SRConfig) -> dict[str, Any]:
     """Run (or resume) a training run; returns a summary with ``losses`` of the steps run here.
 
@@ -403,78 +403,73 @@ def train(cfg: SRConfig) -> dict[str, Any]:
     perceptual = _perceptual(cfg)
     pixel_loss = F.l1_loss if cfg.loss == "l1" else F.mse_loss
 
-    writer = None
-    if cfg.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-
-        writer = SummaryWriter(str(out / "tb"), purge_step=step if step else None)
+    writer = RunWriter(out, enabled=cfg.tensorboard, purge_step=step if step else None)
 
     def checkpoint() -> None:
-        _save_checkpoint(ckpt_path, {
+        atomic_save({
             "format": 1, "arch": "srresnet", "kwargs": kwargs, "state_dict": model.state_dict(),
             "optimizer": opt.state_dict(), "step": step, "elapsed_s": elapsed,
             "sampler_rng": sampler.rng.bit_generator.state, "torch_rng": torch.get_rng_state(), "config": asdict(cfg),
-        })
+        }, ckpt_path)
 
     losses: list[float] = []
-    t_start = time.perf_counter() - elapsed
+    clock = RunClock(wall_s=elapsed)
     last_log, last_log_step = time.perf_counter(), step
     stop_reason = "steps"
     if cfg.export_only:
         if not cfg.resume:
             raise ValueError("export_only needs resume (it exports out/last.pt)")
         stop_reason = "export_only"
-    while step < cfg.steps and not cfg.export_only:
-        if cfg.stop_at and step >= cfg.stop_at:
-            stop_reason = "stop_at"
-            break
-        if cfg.max_minutes and (time.perf_counter() - t_start) >= cfg.max_minutes * 60:
-            stop_reason = "max_minutes"
-            break
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        hr, lr_img = make_batch(cfg, sampler, gen)
-        hr, lr_img = hr.to(cfg.device), lr_img.to(cfg.device)
-        if cfg.channels_last:
-            hr, lr_img = hr.contiguous(memory_format=torch.channels_last), lr_img.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
-            sr = fwd(lr_img)
-        sr = sr.float()
-        loss = pixel_loss(sr, hr)
-        if perceptual is not None:
-            loss = loss + cfg.perceptual_weight * perceptual(sr, hr)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        elapsed = time.perf_counter() - t_start
-        losses.append(float(loss.detach()))
-        if writer is not None:
-            writer.add_scalar("train/loss", losses[-1], step)
-            writer.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
-        if step % cfg.log_every == 0:
-            now = time.perf_counter()
-            ips = (step - last_log_step) * cfg.batch_size / max(1e-9, now - last_log)
-            last_log, last_log_step = now, step
-            log.info("step %d/%d loss %.5f lr %.2e %.1f patches/s %.0f s", step, cfg.steps, losses[-1],
-                     opt.param_groups[0]["lr"], ips, elapsed)
-            if writer is not None:
-                writer.add_scalar("train/patches_per_s", ips, step)
-        if val_images and cfg.val_every and step % cfg.val_every == 0:
-            m = evaluate(model, val_images, cfg.scale, cfg.device)
-            log.info("step %d val PSNR-Y %.3f dB (bicubic %.3f) SSIM-Y %.4f (bicubic %.4f)", step, m["psnr_y"],
-                     m["bicubic_psnr_y"], m["ssim_y"], m["bicubic_ssim_y"])
-            if writer is not None:
-                for k, v in m.items():
-                    writer.add_scalar(f"val/{k}", v, step)
-        if cfg.ckpt_every and step % cfg.ckpt_every == 0:
-            checkpoint()
+    with StopOnSignal() as stop:
+        while step < cfg.steps and not cfg.export_only:
+            if cfg.stop_at and step >= cfg.stop_at:
+                stop_reason = "stop_at"
+                break
+            if cfg.max_minutes and clock.wall_s() >= cfg.max_minutes * 60:
+                stop_reason = "max_minutes"
+                break
+            if stop:
+                stop_reason = "signal"
+                log.warning("signal %d: checkpoint at step %d and stop", stop.signum, step)
+                break
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, cfg)
+            hr, lr_img = make_batch(cfg, sampler, gen)
+            hr, lr_img = hr.to(cfg.device), lr_img.to(cfg.device)
+            if cfg.channels_last:
+                hr, lr_img = hr.contiguous(memory_format=torch.channels_last), lr_img.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device_type=torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                sr = fwd(lr_img)
+            sr = sr.float()
+            loss = pixel_loss(sr, hr)
+            if perceptual is not None:
+                loss = loss + cfg.perceptual_weight * perceptual(sr, hr)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at step {step}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            elapsed = clock.wall_s()
+            losses.append(float(loss.detach()))
+            writer.scalars({"train/loss": losses[-1], "train/lr": opt.param_groups[0]["lr"]}, step)
+            if step % cfg.log_every == 0:
+                now = time.perf_counter()
+                ips = (step - last_log_step) * cfg.batch_size / max(1e-9, now - last_log)
+                last_log, last_log_step = now, step
+                log.info("step %d/%d loss %.5f lr %.2e %.1f patches/s %.0f s", step, cfg.steps, losses[-1],
+                         opt.param_groups[0]["lr"], ips, elapsed)
+                writer.scalar("train/patches_per_s", ips, step)
+            if val_images and cfg.val_every and step % cfg.val_every == 0:
+                m = evaluate(model, val_images, cfg.scale, cfg.device)
+                log.info("step %d val PSNR-Y %.3f dB (bicubic %.3f) SSIM-Y %.4f (bicubic %.4f)", step, m["psnr_y"],
+                         m["bicubic_psnr_y"], m["ssim_y"], m["bicubic_ssim_y"])
+                writer.scalars(m, step, prefix="val/")
+            if cfg.ckpt_every and step % cfg.ckpt_every == 0:
+                checkpoint()
     if not cfg.export_only:
         checkpoint()
-    if writer is not None:
-        writer.close()
+    writer.close()
 
     summary: dict[str, Any] = {"step": step, "elapsed_s": round(elapsed, 1), "stop_reason": stop_reason, "losses": losses}
     finished = stop_reason in ("steps", "max_minutes", "export_only")
@@ -537,50 +532,25 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
 # ------------------------------------------------------------------------------------------ CLI
 
 
-def _field_help() -> dict[str, str]:
-    """The inline ``# comment`` of each :class:`SRConfig` field, used as its ``--help`` text."""
-    import inspect
-    import re
-
-    pat = re.compile(r"^\s+(\w+): [^=]+=[^#]*#\s*(.+)$")
-    lines = inspect.getsource(SRConfig).splitlines()
-    return {m.group(1): m.group(2).strip().replace("%", "%%") for line in lines if (m := pat.match(line))}
+SWITCHES = tuple(f.name for f in fields(SRConfig) if f.type in (bool, "bool"))
+"""The config's booleans: ``--name`` / ``--no-name`` switches."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """argparse parser generated from :class:`SRConfig` (``--flag-name`` per field)."""
-    helps = _field_help()
-    p = argparse.ArgumentParser(prog="faceswap-pipeline train srresnet", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    for f in fields(SRConfig):
-        flag = "--" + f.name.replace("_", "-")
-        if f.type in (bool, "bool"):
-            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default, help=helps.get(f.name, " "))
-        else:
-            typ = {"int": int, "float": float, "str": str}.get(f.type if isinstance(f.type, str) else f.type.__name__, str)
-            p.add_argument(flag, type=typ, default=f.default, help=helps.get(f.name, " "))
+    """argparse parser generated from :class:`SRConfig` (``--flag-name`` per field, help from its metadata)."""
+    p = argparse.ArgumentParser(prog="faceswap-pipeline train srresnet", description=__doc__.split("\n\n")[0])
+    config.add_config_args(p, SRConfig, switches=SWITCHES)
     return p
 
 
 def config_to_argv(cfg: SRConfig) -> list[str]:
     """The flags that differ from the defaults (to record the training command)."""
-    argv: list[str] = []
-    for f in fields(SRConfig):
-        v = getattr(cfg, f.name)
-        if v == f.default:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(v, bool):
-            argv.append(flag if v else "--no-" + f.name.replace("_", "-"))
-        else:
-            argv += [flag, str(v)]
-    return argv
+    return config.config_to_argv(cfg, switches=SWITCHES)
 
 
 def parse_config(argv: list[str] | None = None) -> SRConfig:
     """Parse command-line flags into an :class:`SRConfig`."""
-    ns = build_parser().parse_args(argv)
-    return SRConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(SRConfig)})
+    return config.config_from_args(build_parser().parse_args(argv), SRConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
