@@ -17,7 +17,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,10 @@ import torch.nn.functional as F
 
 from faceswap_pipeline.labels import GENDERS, RACES
 from faceswap_pipeline.ops.augment import AugmentConfig, augment_faces
+from faceswap_pipeline.train import config
+from faceswap_pipeline.train.checkpoint import atomic_save
+from faceswap_pipeline.train.loop import RunClock, StopOnSignal
+from faceswap_pipeline.train.runlog import RunWriter
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +224,7 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n", encoding="utf-8")
-    t_start = time.time()
+    session = RunClock()  # this session's wall time (data loading included): the max_minutes budget
 
     tr = load_split(cfg.train_pack, cfg.in_size, cfg.limit_train)
     va = load_split(cfg.val_pack, cfg.in_size)
@@ -231,7 +234,7 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
     n = len(tr["gender"])
     steps_per_epoch = max(1, n // cfg.batch_size)
     total = cfg.max_steps if cfg.max_steps is not None else cfg.epochs * steps_per_epoch
-    log.info("train %d faces, val %d faces, %d steps/epoch, %d steps planned (data %.1f s)", n, len(va["gender"]), steps_per_epoch, total, time.time() - t_start)
+    log.info("train %d faces, val %d faces, %d steps/epoch, %d steps planned (data %.1f s)", n, len(va["gender"]), steps_per_epoch, total, session.session_s())
 
     torch.manual_seed(cfg.seed)
     model = ARCHS.get(ARCH)(width=cfg.width, in_size=cfg.in_size, dropout=cfg.dropout)
@@ -249,25 +252,19 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
         step, wall_before, history = int(state["step"]), float(state["wall_time_s"]), json.loads(state["history"])
         log.info("resumed from %s at step %d", ckpt, step)
 
-    from torch.utils.tensorboard import SummaryWriter
-
-    tb = SummaryWriter(str(run / "tb"))
+    tb = RunWriter(run)
 
     def save_ckpt() -> None:
-        tmp = run / "last.pt.tmp"
-        torch.save({"format": 1, "arch": ARCH, "config": json.dumps(dataclasses.asdict(cfg)), "model": model.state_dict(),
-                    "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
-                    "wall_time_s": wall_before + time.time() - t_run, "history": json.dumps(history)}, tmp)
-        os.replace(tmp, ckpt)
+        atomic_save({"format": 1, "arch": ARCH, "config": json.dumps(dataclasses.asdict(cfg)), "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": step,
+                     "wall_time_s": clock.wall_s(), "history": json.dumps(history)}, ckpt)
 
     def end_epoch(final: bool) -> dict[str, Any]:
         met = evaluate_split(model, va)
         epoch = step / steps_per_epoch
-        wall = wall_before + time.time() - t_run
+        wall = clock.wall_s()
         history.append({"step": step, "epoch": round(epoch, 3), "wall_time_s": round(wall, 1), **{k: met[k] for k in ("gender_acc", "race_acc", "age_mae")}})
-        for k in ("gender_acc", "race_acc", "age_mae", "gender_acc_age_18_70"):
-            if met[k] is not None:
-                tb.add_scalar(f"val/{k}", met[k], step)
+        tb.scalars({k: met[k] for k in ("gender_acc", "race_acc", "age_mae", "gender_acc_age_18_70") if met[k] is not None}, step, prefix="val/")
         log.info("step %d (epoch %.2f): val gender %.4f race %.4f age MAE %.2f", step, epoch, met["gender_acc"], met["race_acc"], met["age_mae"])
         save_ckpt()
         if cfg.export:
@@ -277,43 +274,42 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
         (run / "metrics.json").write_text(json.dumps({"final": final, "val_single_pass": met, "history": history}, indent=2) + "\n")
         return met
 
-    t_run = t_last = time.time()
+    clock = RunClock(wall_s=wall_before)  # the run's training wall time, across resumes
+    t_last = time.perf_counter()
     model.train()
     gen = torch.Generator()
     met: dict[str, Any] = {}
-    deadline = None if cfg.max_minutes is None else t_start + 60.0 * cfg.max_minutes
-    while step < total:
-        epoch_i = step // steps_per_epoch
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch_i))
-        j = step % steps_per_epoch
-        idx = perm[j * cfg.batch_size : (j + 1) * cfg.batch_size]
-        gen.manual_seed(cfg.seed * 1_000_003 + step)
-        torch.manual_seed(cfg.seed * 1_000_033 + step)  # dropout
-        x = augment_faces(tr["x"][idx].float().div_(255.0), cfg.augment, gen)
-        out = model(x)
-        loss, parts = attribute_loss(out, tr["gender"][idx], tr["race"][idx], tr["age"][idx], cfg)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        if step % 20 == 0:
-            tb.add_scalar("train/loss", loss.item(), step)
-            for k, v in parts.items():
-                tb.add_scalar(f"train/{k}", v, step)
-            tb.add_scalar("train/lr", opt.param_groups[0]["lr"], step)
-        if step % 100 == 0:
-            log.info("step %d/%d loss %.4f (g %.3f r %.3f a %.3f) %.1f img/s", step, total, loss.item(), parts["gender"], parts["race"], parts["age"],
-                     100 * cfg.batch_size / max(1e-6, time.time() - t_last))
-            t_last = time.time()
-        timed_out = (deadline is not None and time.time() > deadline) or (cfg.stop_at_step is not None and step >= cfg.stop_at_step)
-        if step % steps_per_epoch == 0 or step == total or timed_out:
-            met = end_epoch(final=step == total or timed_out)
-        elif step % cfg.ckpt_every == 0:
-            save_ckpt()
-        if timed_out:
-            log.info("stopping at step %d (time limit or stop_at_step)", step)
-            break
+    with StopOnSignal() as stop:
+        while step < total:
+            epoch_i = step // steps_per_epoch
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(cfg.seed * 7919 + epoch_i))
+            j = step % steps_per_epoch
+            idx = perm[j * cfg.batch_size : (j + 1) * cfg.batch_size]
+            gen.manual_seed(cfg.seed * 1_000_003 + step)
+            torch.manual_seed(cfg.seed * 1_000_033 + step)  # dropout
+            x = augment_faces(tr["x"][idx].float().div_(255.0), cfg.augment, gen)
+            out = model(x)
+            loss, parts = attribute_loss(out, tr["gender"][idx], tr["race"][idx], tr["age"][idx], cfg)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            if step % 20 == 0:
+                tb.scalars({"loss": loss.item(), **parts, "lr": opt.param_groups[0]["lr"]}, step, prefix="train/")
+            if step % 100 == 0:
+                log.info("step %d/%d loss %.4f (g %.3f r %.3f a %.3f) %.1f img/s", step, total, loss.item(), parts["gender"], parts["race"], parts["age"],
+                         100 * cfg.batch_size / max(1e-6, time.perf_counter() - t_last))
+                t_last = time.perf_counter()
+            timed_out = ((cfg.max_minutes is not None and session.session_s() > 60.0 * cfg.max_minutes)
+                         or (cfg.stop_at_step is not None and step >= cfg.stop_at_step) or bool(stop))
+            if step % steps_per_epoch == 0 or step == total or timed_out:
+                met = end_epoch(final=step == total or timed_out)
+            elif step % cfg.ckpt_every == 0:
+                save_ckpt()
+            if timed_out:
+                log.info("stopping at step %d (time limit, stop_at_step or a signal)", step)
+                break
     if not met:  # resumed at the end: nothing ran
         met = evaluate_split(model, va)
     tb.close()
@@ -322,19 +318,9 @@ def train(cfg: AttributesConfig) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """CLI flags generated from :class:`AttributesConfig` (``--config file.json`` sets defaults)."""
-    p = argparse.ArgumentParser(prog="faceswap-pipeline train attributes", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="faceswap-pipeline train attributes", description=__doc__.split("\n\n")[0])
     p.add_argument("--config", default=None, help="JSON config (as saved in a run folder); flags override it")
-    for f in dataclasses.fields(AttributesConfig):
-        if f.name == "augment":
-            continue
-        default = f.default
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):
-            p.add_argument(flag, type=lambda s: s.lower() in ("1", "true", "yes"), default=None, help=f"(default {default})")
-        else:
-            typ = {"threads": int, "max_minutes": float, "max_steps": int, "stop_at_step": int, "limit_train": int}.get(f.name, type(default))
-            p.add_argument(flag, type=typ, default=None, help=f"(default {default})")
+    config.add_config_args(p, AttributesConfig)
     p.add_argument("--final-voting-eval", action="store_true", help="after training, also evaluate with 45-window voting and record it")
     p.add_argument("--voting-eval-n", type=int, default=400, help="val faces for the voting evaluation (0 = all; ~1 s per face)")
     p.add_argument("--eval-only", action="store_true", help="skip training; only run the voting evaluation of the exported model")
@@ -345,15 +331,10 @@ def main(argv: list[str] | None = None) -> int:
     """Train the attribute network; prints the final validation metrics as JSON."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = dataclasses.asdict(AttributesConfig())
-    if args.config:
-        base.update(json.loads(Path(args.config).read_text(encoding="utf-8")))
-    for k, v in vars(args).items():
-        if k in base and v is not None:
-            base[k] = v
-    cfg = _config_from_dict(base)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    base = _config_from_dict(json.loads(Path(args.config).read_text(encoding="utf-8"))) if args.config else None
+    cfg = config.config_from_args(args, AttributesConfig, base)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     met = {} if args.eval_only else train(cfg)
     if args.final_voting_eval or args.eval_only:
         met = final_voting_eval(cfg, args.voting_eval_n)
