@@ -22,8 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -33,23 +31,15 @@ import torch
 import torch.nn.functional as F
 
 from faceswap_pipeline.archs.landmarks import FLIP_PERM, LandmarkNet
+from faceswap_pipeline.ops.geometry import CHIP_RESCALE
 from faceswap_pipeline.ops.landmarks import dlib_landmarks, landmark_loss, nme, yaw_ratio
+from faceswap_pipeline.train.checkpoint import atomic_save
+from faceswap_pipeline.train.loop import RunClock, StopOnSignal
 from faceswap_pipeline.train.packs import atomic_savez
 
 ARCH_KWARGS = {"width": 16, "dense": 512, "dropout": 0.1}
 NAME = "landmarks.v1"
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 # ------------------------------------------------------------------------------------------ label
@@ -160,40 +150,41 @@ def train(a: argparse.Namespace) -> None:
     val = np.load(run / "labels_val.npz")
     vx = torch.from_numpy(val["grey"][: a.val_n]).float().div_(255)[:, None]
     vp = val["points"][: a.val_n]
-    t_start, last_ck, run_loss = time.time(), time.time(), []
+    clock, last_ck, run_loss = RunClock(wall_s=spent), time.perf_counter(), []
+    budget_s = a.max_minutes * 60
     model.train()
-    while step < a.steps and spent + (time.time() - t_start) < a.max_minutes * 60:
-        # cosine decay over whichever budget runs out first (steps or minutes), so a time-capped run still anneals
-        progress = min(1.0, max(step / a.steps, (spent + time.time() - t_start) / (a.max_minutes * 60)))
-        lr = a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
-        for grp in opt.param_groups:
-            grp["lr"] = lr
-        idx = torch.randint(0, n, (a.batch_size,), generator=g)
-        x = grey[idx].float().div_(255)[:, None]
-        x, p = _augment(x, pts_all[idx], g)
-        loss = landmark_loss(model(x), p / s)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-        run_loss.append(float(loss))
-        if step % a.log_every == 0:
-            print(f"step {step} loss {np.mean(run_loss):.4f} lr {lr:.2e} {spent + time.time() - t_start:.0f} s", flush=True)
-            run_loss = []
-        done = step >= a.steps or spent + (time.time() - t_start) >= a.max_minutes * 60
-        if step % a.eval_every == 0 or done:
-            model.eval()
-            with torch.no_grad():
-                pv = torch.cat([model(vx[i : i + 256]) for i in range(0, len(vx), 256)]).numpy() * s
-            model.train()
-            e = float(nme(pv, vp).mean())
-            hist.append({"step": step, "val_nme": round(e, 4), "train_s": round(spent + time.time() - t_start, 1)})
-            print(f"  val NME {e:.4f} ({len(vp)} faces)", flush=True)
-        if time.time() - last_ck > a.ckpt_seconds or done or step % a.eval_every == 0:
-            now = spent + time.time() - t_start
-            _atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(), "step": step,
-                          "spent": now, "hist": hist, "config": vars(a), "arch_kwargs": ARCH_KWARGS}, ck)
-            last_ck = time.time()
+    with StopOnSignal() as stop:
+        while step < a.steps and clock.wall_s() < budget_s and not stop:
+            # cosine decay over whichever budget runs out first (steps or minutes), so a time-capped run still anneals
+            progress = min(1.0, max(step / a.steps, clock.wall_s() / budget_s))
+            lr = a.lr * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * progress)))
+            for grp in opt.param_groups:
+                grp["lr"] = lr
+            idx = torch.randint(0, n, (a.batch_size,), generator=g)
+            x = grey[idx].float().div_(255)[:, None]
+            x, p = _augment(x, pts_all[idx], g)
+            loss = landmark_loss(model(x), p / s)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            run_loss.append(float(loss))
+            if step % a.log_every == 0:
+                print(f"step {step} loss {np.mean(run_loss):.4f} lr {lr:.2e} {clock.wall_s():.0f} s", flush=True)
+                run_loss = []
+            done = step >= a.steps or clock.wall_s() >= budget_s or bool(stop)  # a signal: evaluate, checkpoint, stop
+            if step % a.eval_every == 0 or done:
+                model.eval()
+                with torch.no_grad():
+                    pv = torch.cat([model(vx[i : i + 256]) for i in range(0, len(vx), 256)]).numpy() * s
+                model.train()
+                e = float(nme(pv, vp).mean())
+                hist.append({"step": step, "val_nme": round(e, 4), "train_s": round(clock.wall_s(), 1)})
+                print(f"  val NME {e:.4f} ({len(vp)} faces)", flush=True)
+            if time.perf_counter() - last_ck > a.ckpt_seconds or done or step % a.eval_every == 0:
+                atomic_save({"model": model.state_dict(), "opt": opt.state_dict(), "gen": g.get_state(), "step": step,
+                             "spent": clock.wall_s(), "hist": hist, "config": vars(a), "arch_kwargs": ARCH_KWARGS}, ck)
+                last_ck = time.perf_counter()
     print(f"stopped at step {step}", flush=True)
 
 
@@ -252,21 +243,19 @@ def evaluate(run: Path, model: torch.nn.Module | None = None, fp16: bool = True)
 
 
 def export(a: argparse.Namespace) -> None:
-    from faceswap_pipeline.weights import register_weights, save_weights
+    """Evaluate the run's checkpoint, write ``landmarks_v1.safetensors`` (fp16) and its manifest entry."""
+    from faceswap_pipeline.train.export import export_model
 
     run = Path(a.run_dir).expanduser()
     model, state = _load(run)
     metrics = evaluate(run, model)
-    wdir = Path(a.weights_dir)
-    fname = "landmarks_v1.safetensors"
-    sha = save_weights(model, wdir / fname, arch="landmark_cnn", kwargs=state["arch_kwargs"], storage="fp16")
     cfg = state["config"]
-    entry = {
-        "file": fname, "sha256": sha, "arch": "landmark_cnn", "kwargs": state["arch_kwargs"], "storage": "fp16",
-        "io": {"range": [0, 1], "size": 128, "layout": "B1HW grey (or B3HW RGB: luma inside)",
-               "outputs": "(B, 68, 2) x, y as fractions of the square side, dlib / iBUG 300-W order"},
-        "framing": {"detector": "hog", "rescale": [1.1, 1.1, 1.1, 1.3], "size": 128, "upsample": 1},
-        "training": {
+    export_model(
+        model, NAME, a.weights_dir, file="landmarks_v1.safetensors", arch="landmark_cnn", kwargs=state["arch_kwargs"], storage="fp16",
+        io={"range": [0, 1], "size": 128, "layout": "B1HW grey (or B3HW RGB: luma inside)",
+            "outputs": "(B, 68, 2) x, y as fractions of the square side, dlib / iBUG 300-W order"},
+        framing={"detector": "hog", "rescale": list(CHIP_RESCALE), "size": 128, "upsample": 1},
+        training={
             "command": (f"python -m faceswap_pipeline.train.landmarks train --run-dir {cfg['run_dir']} --steps {cfg['steps']} "
                         f"--batch-size {cfg['batch_size']} --lr {cfg['lr']} --threads {cfg['threads']} --max-minutes {cfg['max_minutes']}"),
             "data": "utk_train.npz (UTKFace train/, prepare packs), teacher labels by dlib's 68-point predictor",
@@ -274,9 +263,8 @@ def export(a: argparse.Namespace) -> None:
             "steps": state["step"], "batch_size": cfg["batch_size"], "wall_time_s": round(state["spent"], 1),
             "machine": a.machine, "seed": cfg["seed"],
         },
-        "metrics": {"val_nme_vs_teacher": metrics, "history": state["hist"]},
-    }
-    register_weights(NAME, entry, wdir)
+        metrics={"val_nme_vs_teacher": metrics, "history": state["hist"]},
+    )
     (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
 
