@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -303,8 +304,17 @@ def test_training_smoke_on_synthetic_data(tmp_path):
     assert len(meta["thresholds"]) == 3 and set(meta["framing"]) == {"ax", "ay", "sw", "sh"}
     assert man["cascade.48net"]["storage"] == "fp16" and man["cascade.48net"]["training"]["steps"] >= 1
     det = CascadeDetector.from_pretrained(weights_dir=str(wdir), min_face=40)
-    assert isinstance(det.detect(_synthetic_face(rng)), list)
+    dets = det.detect(_synthetic_face(rng))
+    assert isinstance(dets, list)
+    assert all(len(d.box) == 4 and 0.0 <= d.score <= 1.0 for d in dets)  # cascade scores are probabilities
     assert math.isfinite(det.thresholds[0])
+    # a second run in the same folder resumes every net from its format-tagged checkpoint (no training)
+    first = json.loads((tmp_path / "run" / "report.json").read_text())
+    main(["--utk", str(utk), "--nonface", str(nonface), "--out", str(tmp_path / "run"), "--threads", "1", "--n-faces", "16",
+          "--dev-faces", "4", "--framing-faces", "3", "--steps-scale", "0.004"])
+    again = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert {m: v["steps"] for m, v in again["members"].items()} == {m: v["steps"] for m, v in first["members"].items()}
+    assert again["thresholds"] == first["thresholds"]
 
 
 def test_batched_nms_equals_per_group_nms():

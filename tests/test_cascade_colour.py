@@ -1,4 +1,4 @@
-"""Colour training data for the cascade (issue 15): FDDB-style annotations, the half split, face-free
+"""Colour training data for the cascade (the colour retrain): FDDB-style annotations, the half split, face-free
 windows, the colour augmentations and the trainer's colour options on a tiny synthetic config."""
 
 from __future__ import annotations
@@ -107,9 +107,11 @@ def test_training_with_colour_options_tiny(tmp_path):
     )
     assert rc == 0
     samples = torch.load(tmp_path / "run" / "samples.pt", weights_only=True)
-    assert samples["fddb_pos48"].shape[0] == 2 * 8  # the train half: 2 of the 4 photos, one face each and samples["fddb_neg24"].shape[0] > 0
+    assert samples["fddb_pos48"].shape[0] == 2 * 8 and samples["fddb_neg24"].shape[0] > 0  # the train half: 2 of the 4 photos, one face each
     assert samples["fddb_cal_label"].shape[0] == samples["fddb_cal12"].shape[0]
     man = read_manifest(wdir)
     assert man["cascade.24net"]["training"]["steps"] >= 1
     det = CascadeDetector.from_pretrained(weights_dir=str(wdir), min_face=40)
-    assert isinstance(det.detect(_synthetic_face(rng)), list)
+    dets = det.detect(_synthetic_face(rng))
+    assert isinstance(dets, list)
+    assert all(len(d.box) == 4 and 0.0 <= d.score <= 1.0 for d in dets)  # cascade scores are probabilities

@@ -132,7 +132,7 @@ def test_check_windows_are_centred_squares_with_context():
 
 
 def test_shipped_check_drops_a_textured_non_face_the_48net_keeps_and_keeps_a_real_face(astronaut):
-    """The second opinion (issue 15): a colour tissue texture the cascade fires on (score ~0.98)
+    """The second opinion (the face-check net): a colour tissue texture the cascade fires on (score ~0.98)
     passes the 48-net's verify threshold but not the face-check net; the astronaut's face passes both."""
     from skimage import data
 

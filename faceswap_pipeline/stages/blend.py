@@ -61,7 +61,7 @@ class FeatherBlend:
             outline's extent; ellipse / rect: the face window's shorter side).
         shape: ``"auto"`` (default: ``"landmarks"`` for faces that have landmarks, else
             ``"ellipse"``), ``"landmarks"`` (face-shaped, :func:`~faceswap_pipeline.ops.masks.landmark_mask`),
-            ``"ellipse"`` or ``"rect"`` (the seed's square feather), see :func:`~faceswap_pipeline.ops.masks.paste_mask`.
+            ``"ellipse"`` or ``"rect"`` (the original design's square feather), see :func:`~faceswap_pipeline.ops.masks.paste_mask`.
         mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or ``"poisson"`` (OpenCV's
             seamless cloning), see :mod:`faceswap_pipeline.ops.seamless`.
         harmonise: move the skin around each face (neck, ears, forehead inside its crop window)
@@ -110,7 +110,7 @@ class FeatherBlend:
                 shape = ("landmarks" if points is not None else "ellipse") if self.shape == "auto" else self.shape
                 plain = self.mode == "feather" and shape != "landmarks" and not face.rotation
                 if plain and not self.harmonises(face.direction):
-                    paste(out, square, face.transform, self.feather, shape)  # the seed's paste-back, unchanged
+                    paste(out, square, face.transform, self.feather, shape)  # the original design's paste-back, unchanged
                 else:
                     window = window_face(square, face.transform)
                     alpha = paste_mask(face.transform.box, out.shape[:2], self.feather, shape, points)

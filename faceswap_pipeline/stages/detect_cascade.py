@@ -1,4 +1,4 @@
-"""Stage 1 (alternative): the CNN cascade face detector (seed 004, Li et al. 2015; seed 001 mode).
+"""Stage 1 (alternative): the CNN cascade face detector (Li et al. 2015), or a sliding-window mode.
 
 ``12-net -> 12-cal -> NMS -> 24-net -> 24-cal -> NMS -> 48-net -> NMS -> 48-cal -> global NMS``.
 
@@ -10,7 +10,7 @@
   them through the net in chunks.
 * Calibration nets move each window by the probability-weighted mean of the 45 patterns
   (:func:`~faceswap_pipeline.ops.nms.calibrate`).
-* ``mode="sliding"`` is seed 001's exhaustive detector instead: the image resized to a fixed
+* ``mode="sliding"`` is the original design's first, exhaustive detector instead: the image resized to a fixed
   width, windows of fixed sizes and strides, one batch through the 48-net, greedy IoU NMS.
 
 Boxes come out in **HOG framing**: the cascade's own window (a square it was trained on) is mapped
@@ -218,7 +218,7 @@ class CascadeDetector(DetectorStage):
             detections; the CLI's ``--threshold`` for the cascade), keeping the other two.
         nms: IoU thresholds of the NMS after the 12-, 24- and 48-level and of the final global NMS.
         device: torch device.
-        mode: ``"cascade"`` (default) or ``"sliding"`` (seed 001: fixed windows, one batch, 48-net).
+        mode: ``"cascade"`` (default) or ``"sliding"`` (exhaustive: fixed windows, one batch, 48-net).
         factor: pyramid scale step (0.709 = two levels per octave).
         max_face: largest face side searched for (None: up to the whole image).
         nets: the six modules keyed ``"12net", "12cal", ...`` (None: load the shipped weights on

@@ -1,4 +1,4 @@
-"""Train the face-check net (``facecheck.v1``), the verify stage's second opinion (issue 15).
+"""Train the face-check net (``facecheck.v1``), the verify stage's second opinion.
 
 It must not be the detector itself, so it is a separate CNN (:class:`~faceswap_pipeline.archs.facecheck.FaceCheckNet`,
 64 px window with context, :mod:`faceswap_pipeline.stages.facecheck`) trained on:
