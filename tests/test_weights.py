@@ -178,3 +178,27 @@ def test_load_model_takes_weights_dir_or_its_former_name_folder(tmp_path):
     assert isinstance(load_model("cyclegan.test", folder=tmp_path), ResnetGenerator)
     with pytest.raises(TypeError, match="not both"):
         load_model("cyclegan.test", tmp_path, folder=tmp_path)
+
+
+def test_restore_model_rewrites_storage_in_place_and_keeps_the_entry(tmp_path, monkeypatch):
+    import faceswap_pipeline.weights as w
+    from faceswap_pipeline.train.export import restore_model
+    from faceswap_pipeline.weights import load_state_dict, read_manifest
+
+    monkeypatch.setattr(w, "INT4_MIN_NUMEL", 2000)
+    torch.manual_seed(0)
+    g = ResnetGenerator(ngf=8, n_blocks=2).eval()
+    kw = {"ngf": 8, "n_blocks": 2}
+    sha = save_weights(g, tmp_path / "g.safetensors", arch="cyclegan_resnet", kwargs=kw, storage="int8")
+    register_weights("cyclegan.test", {"file": "g.safetensors", "sha256": sha, "arch": "cyclegan_resnet", "kwargs": kw,
+                                       "storage": "int8", "training": {"steps": 7, "machine": "m"}, "metrics": {"a": 1}}, tmp_path)
+    before, _ = load_state_dict("cyclegan.test", tmp_path)
+    path, sha4 = restore_model("cyclegan.test", "int4", tmp_path, metrics={"b": 2})
+    entry = read_manifest(tmp_path)["cyclegan.test"]
+    assert path == tmp_path / "g.safetensors" and sha4 != sha and entry["sha256"] == sha4
+    assert entry["storage"] == "int4" and entry["restored_from"] == {"storage": "int8", "sha256": sha}
+    assert entry["training"] == {"steps": 7, "machine": "m"} and entry["metrics"] == {"a": 1, "b": 2}
+    after, _ = load_state_dict("cyclegan.test", tmp_path)
+    assert after.keys() == before.keys()
+    big = [k for k, v in before.items() if v.numel() >= 2000]
+    assert big and all(not torch.equal(after[k], before[k]) and (after[k] - before[k]).norm() < 0.15 * before[k].norm() for k in big)

@@ -35,7 +35,7 @@ def export_model(
         weights_dir: the weights folder (None: :func:`~faceswap_pipeline.weights.primary_dir`'s default).
         file: file name inside ``weights_dir``.
         arch, kwargs: registry architecture and its constructor arguments.
-        storage: ``int8``, ``fp16`` or ``fp32``.
+        storage: ``int4``, ``int8``, ``fp16`` or ``fp32`` (:func:`~faceswap_pipeline.weights.quantize_state_dict`).
         **fields: the rest of the entry, in order (``io``, ``framing``, ``training``, ``metrics`` ...).
             A ``training`` dict without ``machine`` gets the description of this machine.
 
@@ -54,4 +54,28 @@ def export_model(
     return path, sha
 
 
-__all__ = ["export_model"]
+def restore_model(name: str, storage: str, weights_dir: str | os.PathLike[str] | None = None,
+                  metrics: dict[str, Any] | None = None) -> tuple[Path, str]:
+    """Re-store a shipped model in another storage (e.g. ``int8`` -> ``int4``), in place.
+
+    The stored weights are dequantised and quantised again (so the result is what a fresh export
+    from them would write); the entry keeps every field, changes ``sha256`` / ``storage``, records
+    ``restored_from`` (the previous storage and sha256) and merges ``metrics`` (the re-stored
+    model's measured figures) into its metrics.
+
+    Returns:
+        ``(path, sha256)`` of the rewritten file.
+    """
+    from faceswap_pipeline.weights import load_state_dict, locate
+
+    state, entry = load_state_dict(name, weights_dir)
+    folder, _ = locate(name, weights_dir)
+    fields = {k: v for k, v in entry.items() if k not in ("file", "sha256", "arch", "kwargs", "storage")}
+    fields["restored_from"] = {"storage": entry.get("storage"), "sha256": entry["sha256"]}
+    if metrics:
+        fields["metrics"] = {**fields.get("metrics", {}), **metrics}
+    return export_model(state, name, folder, file=entry["file"], arch=entry["arch"], kwargs=entry["kwargs"],
+                        storage=storage, **fields)
+
+
+__all__ = ["export_model", "restore_model"]
