@@ -229,7 +229,7 @@ def train_arm(args: argparse.Namespace) -> int:
         gens = {n: trainer.generator(n) for n in ("G_m2f", "G_f2m")}  # the averages when the arm keeps them
         res = scorer.score({d_mf: gens["G_m2f"], d_fm: gens["G_f2m"]})
         rec = {"arm": name, "pair": list(pair), "mark": float(mark), "cpu_minutes": round(trainer.cpu_time_s / 60, 2), "step": trainer.step,
-               "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(), "ema_steps": trainer.ema_steps,
+               "pretrain_step": trainer.pretrain_step, "pairs_seen": trainer.pairs_seen, "resolution": trainer.resolution(), "ema_steps": 0 if trainer.ema is None else trainer.ema.steps,
                "eval_s": round(time.perf_counter() - t0, 1), **res}
         with curve.open("a") as f:
             f.write(json.dumps(rec) + "\n")

@@ -54,6 +54,7 @@ from faceswap_pipeline.train.cyclegan_data import DeviceStream, ImagePool, augme
 from faceswap_pipeline.train.cyclegan_export import evaluate_export, export
 from faceswap_pipeline.train.cyclegan_guidance import GuidanceMixin
 from faceswap_pipeline.train.cyclegan_run import _parser, build_trainer, load_attribute_net, main  # noqa: F401 - _parser for tests
+from faceswap_pipeline.train.ema import WeightAverage
 from faceswap_pipeline.train.evaluate import contact_sheet, grid_png, pair_probs, translate_faces
 from faceswap_pipeline.train.evaluate import generator_target_rate as target_rate
 from faceswap_pipeline.train.generator_init import (
@@ -63,7 +64,7 @@ from faceswap_pipeline.train.generator_init import (
     transposed_phase_gains,
 )
 from faceswap_pipeline.train.loop import RunClock, StopOnSignal, training_device
-from faceswap_pipeline.train.losses import texture_excess
+from faceswap_pipeline.train.losses import grid_excess, texture_excess
 from faceswap_pipeline.train.packs import read_pack, selection_mask
 from faceswap_pipeline.train.runlog import RunWriter
 
@@ -74,7 +75,7 @@ _init_weights = init_weights
 log = logging.getLogger(__name__)
 
 CKPT_FORMAT = "faceswap_pipeline/cyclegan-ckpt/1"
-LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "G_tex", "G_featd", "D_m", "D_f", "D_feat")
+LOSS_NAMES = ("G_gan", "G_cycle", "G_idt", "G_attr", "G_tex", "G_grid", "G_featd", "D_m", "D_f", "D_feat")
 
 
 # ------------------------------------------------------------------------------------ utilities
@@ -169,14 +170,8 @@ class CycleGANTrainer(GuidanceMixin):
         self.opt_G = torch.optim.Adam(gp, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.opt_D = torch.optim.Adam(dp, lr=cfg.lr_d or cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused or None)
         self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
-        # generator weight averages (Polyak / EMA, as StyleGAN and BigGAN evaluate): smooth the GAN's
-        # step-to-step oscillation; ema_steps counts the updates since the last (re)start
-        self.ema: dict[str, nn.Module] = {}
-        if cfg.g_ema > 0:
-            import copy
-
-            self.ema = {n: copy.deepcopy(self.nets[n]).eval().requires_grad_(False) for n in ("G_m2f", "G_f2m")}
-        self.ema_steps = 0
+        # generator weight averages (train/ema.py): smooth the GAN's step-to-step oscillation
+        self.ema = WeightAverage({n: self.nets[n] for n in ("G_m2f", "G_f2m")}, cfg.g_ema) if cfg.g_ema > 0 else None
 
         # wrappers used for training calls (DDP then compile); self.nets keeps the plain modules
         self.run: dict[str, nn.Module] = {}
@@ -246,31 +241,9 @@ class CycleGANTrainer(GuidanceMixin):
             for n in ("G_m2f", "G_f2m"):
                 equalize_transposed_phases(self.nets[n])
 
-    @torch.no_grad()
-    def _update_ema(self, res: int) -> None:
-        """Fold the live generators into their averages after a step trained at side ``res``.
-
-        The average restarts from the live weights at the first final-resolution step (the 64-px
-        warm-up phase is not averaged); its decay ramps up as ``min(g_ema, (1 + n) / (10 + n))``.
-        """
-        if not self.ema:
-            return
-        if res != self.cfg.image_size:
-            self.ema_steps = 0
-            return
-        w = 1.0 - min(self.cfg.g_ema, (1.0 + self.ema_steps) / (10.0 + self.ema_steps))
-        for n, avg in self.ema.items():
-            live = list(self.nets[n].parameters())
-            mine = list(avg.parameters())
-            if self.ema_steps == 0:
-                torch._foreach_copy_(mine, live)
-            else:
-                torch._foreach_lerp_(mine, live, w)
-        self.ema_steps += 1
-
     def generator(self, name: str) -> nn.Module:
         """The generator to evaluate or export: ``G_m2f`` / ``G_f2m``, its average when the run keeps one."""
-        return self.ema[name] if self.ema and self.ema_steps > 0 else self.nets[name]
+        return self.nets[name] if self.ema is None else self.ema.get(name, self.nets[name])
 
     def pretrain_step_(self) -> torch.Tensor:
         """One generator warm-start step: both generators reproduce real faces of both domains (L1)."""
@@ -320,12 +293,15 @@ class CycleGANTrainer(GuidanceMixin):
                 loss_tex = cfg.lambda_texture * (texture_excess(fake_f, real_m) + texture_excess(fake_m, real_f))
             else:
                 loss_tex = torch.zeros((), device=self.device)
+            loss_grid = torch.zeros((), device=self.device)
+            if cfg.lambda_grid > 0:  # 2-px-period energy beyond the input's (the judge's grid figure)
+                loss_grid = cfg.lambda_grid * (grid_excess(fake_f, real_m) + grid_excess(fake_m, real_f))
             if cfg.lambda_featd > 0:  # the feature discriminators, frozen for this step like D
                 loss_featd = cfg.lambda_featd * (self._featd_scores("F_f", self._backbone(fake_f), 1.0)
                                                  + self._featd_scores("F_m", self._backbone(fake_m), 1.0))
             else:
                 loss_featd = torch.zeros((), device=self.device)
-            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr + loss_tex + loss_featd
+            loss_G = loss_gan + loss_cyc + loss_idt + loss_attr + loss_tex + loss_grid + loss_featd
         self.opt_G.zero_grad(set_to_none=True)
         loss_G.backward()
         self.opt_G.step()
@@ -333,9 +309,12 @@ class CycleGANTrainer(GuidanceMixin):
 
         loss_D_m, loss_D_f, loss_D_feat = self._d_step(real_m, real_f, fake_m, fake_f)
 
-        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_featd, loss_D_m, loss_D_f, loss_D_feat]).detach().float()
+        self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_grid, loss_featd, loss_D_m, loss_D_f, loss_D_feat]).detach().float()
         self._acc_n += 1
-        self._update_ema(real_m.shape[-1])
+        if self.ema is not None and real_m.shape[-1] == cfg.image_size:  # averaged over the final-resolution phase
+            self.ema.update(self.nets)
+        elif self.ema is not None:
+            self.ema.restart()
         self.step += 1
         self.pairs_seen += b * self.world
 
@@ -485,17 +464,17 @@ class CycleGANTrainer(GuidanceMixin):
         }
         for n, net in self.nets.items():
             st[n] = {k: v.detach().cpu() for k, v in net.state_dict().items()}
-        if self.ema:
-            st["ema"] = {n: {k: v.detach().cpu() for k, v in m.state_dict().items()} for n, m in self.ema.items()}
-            st["ema_steps"] = self.ema_steps
+        if self.ema is not None:
+            avg = self.ema.state_dict()
+            st["ema"], st["ema_steps"] = avg["nets"], avg["steps"]
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
         for n, net in self.nets.items():
             net.load_state_dict(st[n])
-        for n, avg in self.ema.items():  # a run without averages before (resumed with g_ema on) starts them now
-            avg.load_state_dict(st.get("ema", {}).get(n, st[n]))
-        self.ema_steps = int(st.get("ema_steps", 0)) if "ema" in st else 0
+        if self.ema is not None:  # a run resumed with g_ema newly on starts its averages now
+            self.ema.load_state_dict({"nets": st["ema"], "steps": st["ema_steps"]} if "ema" in st
+                                     else {"nets": {n: st[n] for n in self.ema.nets}, "steps": 0})
         self.opt_G.load_state_dict(st["opts"]["G"])
         self.opt_D.load_state_dict(st["opts"]["D"])
         self.pool_m.load_state_dict(st["pool"]["m"], self.device)

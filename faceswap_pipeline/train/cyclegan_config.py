@@ -61,6 +61,7 @@ class CycleGANConfig:
     lambda_featd: float = 0.0  # feature discriminator: LSGAN heads on the frozen attribute net's features, trained with D
     featd_layers: str = "2,3"  # which attribute-net feature maps its heads read (0-3; 2,3 = 12x12x128 and 6x6x256 at 48 px)
     lambda_texture: float = 0.0  # texture hinge: local Laplacian energy of G(x) beyond its input's (losses.texture_excess)
+    lambda_grid: float = 0.0  # grid hinge: 2-px-period energy share of G(x) beyond its input's (losses.grid_excess)
     uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     g_ema: float = 0.0  # generator weight average (EMA decay, e.g. 0.999; 0 = off): averaged over the final-resolution
