@@ -226,32 +226,23 @@ def run(cfg: CascadeTrainConfig, argv: list[str] | None = None) -> dict[str, Any
     report["members"]["12cal"] = {**info, "dev_acc": round(cal_accuracy(nets["12cal"], S["dev_cal12"], S["dev_cal_label"]), 4)}
     log.info("12: %s", report["members"])
 
-    # mining, held-out false positives and the framing fit run in float32 on every machine
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal")}, precision="fp32")
-    mined = mine_all(det, 1, 24, cfg.seed + 20) if not ckpt("24net").is_file() else {24: torch.zeros((0, 3, 24, 24), dtype=torch.uint8)}
-    # ---- level 24
-    neg24 = torch.cat([mined[24], *negs(24)])
-    info = fit("24net", {"pos": torch.cat(pool("pos", 24)), "neg": neg24}, cfg.seed + 12)
-    pdev = dev_face_prob(nets["24net"], S["dev_pos24"], cfg.seed + 40)
-    thresholds[1] = level_threshold(pdev, 1)
-    report["members"]["24net"] = {**info, "threshold": thresholds[1], "mined_negatives": int(mined[24].shape[0]) or prev.get("24net", {}).get("mined_negatives", 0)}
-    del mined
-    info = fit("24cal", cal_data(24), cfg.seed + 13)
-    report["members"]["24cal"] = {**info, "dev_acc": round(cal_accuracy(nets["24cal"], S["dev_cal24"], S["dev_cal_label"]), 4)}
-    log.info("24: %s", report["members"])
-
-    det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in ("12net", "12cal", "24net", "24cal")}, precision="fp32")
-    mined = mine_all(det, 2, 48, cfg.seed + 21) if not ckpt("48net").is_file() else {48: torch.zeros((0, 3, 48, 48), dtype=torch.uint8)}
-    # ---- level 48
-    neg48 = torch.cat([mined[48], *negs(48)])
-    info = fit("48net", {"pos": torch.cat(pool("pos", 48)), "neg": neg48}, cfg.seed + 14)
-    pdev = dev_face_prob(nets["48net"], S["dev_pos48"], cfg.seed + 40)
-    thresholds[2] = level_threshold(pdev, 2)
-    report["members"]["48net"] = {**info, "threshold": thresholds[2], "mined_negatives": int(mined[48].shape[0]) or prev.get("48net", {}).get("mined_negatives", 0)}
-    del mined
-    info = fit("48cal", cal_data(48), cfg.seed + 15)
-    report["members"]["48cal"] = {**info, "dev_acc": round(cal_accuracy(nets["48cal"], S["dev_cal48"], S["dev_cal_label"]), 4)}
-    log.info("48: %s", report["members"])
+    # ---- levels 24 and 48: mine what the earlier levels let through, train the net, its threshold, its calibration net.
+    # Mining, held-out false positives and the framing fit run in float32 on every machine.
+    for level, size, (net_seed, cal_seed, mine_seed) in ((1, 24, (12, 13, 20)), (2, 48, (14, 15, 21))):
+        net_name, cal_name = f"{size}net", f"{size}cal"
+        earlier = ("12net", "12cal", "24net", "24cal")[: 2 * level]
+        det = CascadeDetector(min_face=cfg.mine_min_face, thresholds=thresholds, nets={k: nets[k] for k in earlier}, precision="fp32")
+        mined = mine_all(det, level, size, cfg.seed + mine_seed) if not ckpt(net_name).is_file() else {size: torch.zeros((0, 3, size, size), dtype=torch.uint8)}
+        neg = torch.cat([mined[size], *negs(size)])
+        info = fit(net_name, {"pos": torch.cat(pool("pos", size)), "neg": neg}, cfg.seed + net_seed)
+        pdev = dev_face_prob(nets[net_name], S[f"dev_pos{size}"], cfg.seed + 40)
+        thresholds[level] = level_threshold(pdev, level)
+        report["members"][net_name] = {**info, "threshold": thresholds[level],
+                                       "mined_negatives": int(mined[size].shape[0]) or prev.get(net_name, {}).get("mined_negatives", 0)}
+        del mined, neg
+        info = fit(cal_name, cal_data(size), cfg.seed + cal_seed)
+        report["members"][cal_name] = {**info, "dev_acc": round(cal_accuracy(nets[cal_name], S[f"dev_cal{size}"], S["dev_cal_label"]), 4)}
+        log.info("%d: %s", size, report["members"])
     report["thresholds"] = [round(t, 4) for t in thresholds]
     if strata:
         report["threshold_strata"] = strata
