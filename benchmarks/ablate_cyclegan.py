@@ -124,7 +124,7 @@ class Scorer:
 
         pack = FacePack(val_pack)
         self.rescale = tuple(pack.meta.get("framing", {}).get("rescale", CHIP_RESCALE))
-        self.judge = Judge(attr_model=load_model("attributes.v1", folder=weights_dir), rescale=self.rescale, weights_dir=weights_dir)
+        self.judge = Judge(attr_model=load_model("attributes.v1", weights_dir), rescale=self.rescale, weights_dir=weights_dir)
         self.pair = pair
         src = _val_faces(val_pack, n, seed=0, pair=pair)
         ref = _val_faces(val_pack, 4 * n, seed=1, pair=pair)  # real target faces for the realism figures
@@ -198,9 +198,9 @@ def train_arm(args: argparse.Namespace) -> int:
     cyclegan.add_config_args(p)
     cfg = cyclegan.config_from_args(p.parse_args(argv))
     if not cfg.attr_weights:
-        from faceswap_pipeline.weights import weights_dir
+        from faceswap_pipeline.weights import primary_dir
 
-        cfg.attr_weights = str(weights_dir(None))
+        cfg.attr_weights = str(primary_dir(None))
     ckpt = root / "last.pt"
     trainer = cyclegan.build_trainer(cfg)
     if ckpt.is_file():
@@ -248,7 +248,7 @@ def score_weights(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     root = Path(args.root).expanduser() / args.name
     root.mkdir(parents=True, exist_ok=True)
-    gens = {d: load_model(f"cyclegan.{d}", folder=args.gen_weights) for d in ("male2female", "female2male")}
+    gens = {d: load_model(f"cyclegan.{d}", args.gen_weights) for d in ("male2female", "female2male")}
     tr = model_entry("cyclegan.male2female", args.gen_weights).get("training", {})
     _wait_for_judge(None)
     scorer = Scorer(Path(args.packs).expanduser() / "utk_val.npz", args.n_eval, Path(args.root).expanduser() / "_cache", None)

@@ -372,19 +372,10 @@ def load_state_dict(name: str, weights_dir: str | os.PathLike[str] | None = None
     return dequantize_state_dict(stored), entry
 
 
-def load_model(name: str, weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu", *,
-               folder: str | os.PathLike[str] | None = None) -> nn.Module:
-    """Build ``name``'s architecture from the manifest, load its verified weights, return it in eval mode.
-
-    ``folder`` is the former name of ``weights_dir`` (the CycleGAN trainer's modules still use it).
-    """
+def load_model(name: str, weights_dir: str | os.PathLike[str] | None = None, device: str | torch.device = "cpu") -> nn.Module:
+    """Build ``name``'s architecture from the manifest, load its verified weights, return it in eval mode."""
     import faceswap_pipeline.archs  # noqa: F401  (registers the architectures)
     from faceswap_pipeline.registry import ARCHS
-
-    if folder is not None:
-        if weights_dir is not None:
-            raise TypeError("give weights_dir or folder (its former name), not both")
-        weights_dir = folder
 
     state, entry = load_state_dict(name, weights_dir)
     model: nn.Module = ARCHS.get(entry["arch"])(**entry.get("kwargs", {}))
@@ -395,5 +386,3 @@ def load_model(name: str, weights_dir: str | os.PathLike[str] | None = None, dev
     return model.to(device).eval()
 
 
-weights_dir = primary_dir
-"""Former name of :func:`primary_dir` (the cascade and face-check trainers and the CycleGAN ablation use it)."""

@@ -173,11 +173,10 @@ def test_a_manifest_registered_inside_a_loading_block_is_read_again(tmp_path):
         assert has_model("cyclegan.test", tmp_path)
 
 
-def test_load_model_takes_weights_dir_or_its_former_name_folder(tmp_path):
+def test_load_model_takes_the_weights_dir(tmp_path):
     _save(tmp_path)
-    assert isinstance(load_model("cyclegan.test", folder=tmp_path), ResnetGenerator)
-    with pytest.raises(TypeError, match="not both"):
-        load_model("cyclegan.test", tmp_path, folder=tmp_path)
+    assert isinstance(load_model("cyclegan.test", tmp_path), ResnetGenerator)
+    assert isinstance(load_model("cyclegan.test", weights_dir=tmp_path), ResnetGenerator)
 
 
 def test_restore_model_rewrites_storage_in_place_and_keeps_the_entry(tmp_path, monkeypatch):

@@ -136,7 +136,7 @@ def evaluate_export(
     for direction, net, src, female in ((f"{dm}2{df}", "G_m2f", val_m, True), (f"{df}2{dm}", "G_f2m", val_f, False)):
         ref = ResnetGenerator(ngf=cfg["ngf"], n_blocks=cfg["n_blocks"]).eval()
         ref.load_state_dict(generator_state(ck, net))
-        stored = load_model(f"cyclegan.{direction}", folder=weights_folder)
+        stored = load_model(f"cyclegan.{direction}", weights_folder)
         y_ref = translate_faces(ref, src)
         y_st = translate_faces(stored, src)
         p_ref = pair_probs(attr, y_ref, head, pair)

@@ -49,7 +49,7 @@ def load_attribute_net(cfg: CycleGANConfig) -> nn.Module:
     """The trained attribute network named by the config (sha256-verified)."""
     from faceswap_pipeline.weights import load_model
 
-    return load_model(cfg.attr_name, folder=cfg.attr_weights or None)
+    return load_model(cfg.attr_name, cfg.attr_weights or None)
 
 
 def build_trainer(cfg: CycleGANConfig) -> CycleGANTrainer:
