@@ -58,3 +58,32 @@ def tiny_weights(tmp_path_factory) -> str:
             folder,
         )
     return str(folder)
+
+
+UNTRAINED = "white2black"
+"""The direction the tests treat as having no trained generator (see :func:`hide_untrained`)."""
+
+
+@pytest.fixture(scope="module")
+def hide_untrained(tmp_path_factory):
+    """The shipped weights without the white <-> black generators, for the tests of a direction
+    that has no trained model (the refusal messages, the page's unavailable options).
+
+    A copy of the shipped manifest minus those entries, the files linked, stands in for the
+    shipped folder while the requesting module's tests run.
+    """
+    import json
+
+    import faceswap_pipeline.weights as w
+
+    src = w.shipped_dir()
+    dst = tmp_path_factory.mktemp("shipped-minus-white-black")
+    for f in src.iterdir():
+        if f.name != w.MANIFEST:
+            (dst / f.name).symlink_to(f)
+    doc = json.loads((src / w.MANIFEST).read_text())
+    doc["models"] = {k: v for k, v in doc["models"].items() if k not in ("cyclegan.white2black", "cyclegan.black2white")}
+    (dst / w.MANIFEST).write_text(json.dumps(doc))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(w, "shipped_dir", lambda: dst)
+        yield dst

@@ -68,7 +68,7 @@ def test_detect_writes_boxes_json(photo_dir, tmp_path):
     assert len(faces) == 2 and faces[0]["box"] == face["box"] and "face_prob" not in faces[0]
 
 
-def test_weights_verify_and_missing_weights_message(tiny_weights, tmp_path, capsys):
+def test_weights_verify_and_missing_weights_message(tiny_weights, tmp_path, capsys, hide_untrained):
     assert main(["weights", "verify", "--weights-dir", tiny_weights]) == 0
     assert "cyclegan.male2female" in capsys.readouterr().out
     code = main(["run", str(tmp_path), str(tmp_path / "o"), "--direction", "white2black", "--weights-dir", str(tmp_path)])

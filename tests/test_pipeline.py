@@ -100,7 +100,7 @@ def test_one_bad_image_does_not_fail_its_batch(astronaut, tiny_weights):
     assert set(good.timings) == {"detect", "verify", "detect_fallback", "crop", "landmarks", "translate", "upscale", "blend"}
 
 
-def test_refuses_to_run_without_trained_weights(tmp_path):
+def test_refuses_to_run_without_trained_weights(tmp_path, hide_untrained):
     with pytest.raises(fp.WeightsError, match="no trained weights for 'cyclegan.white2black'"):
         fp.load_pipeline("white2black", device="cpu", weights_dir=tmp_path)
 

@@ -119,10 +119,10 @@ def test_every_option_of_every_command_explains_itself():
 # ----------------------------------------------------------------- path problems show before models load
 
 
-def test_path_problems_are_reported_before_any_model_loads(photos, tmp_path, tiny_weights, capsys):
+def test_path_problems_are_reported_before_any_model_loads(photos, tmp_path, tiny_weights, capsys, hide_untrained):
     afile = tmp_path / "afile"
     afile.write_text("not a folder")
-    # white2black has no trained generator: a model load would fail with a weights message instead
+    # white2black has no trained generator here (hide_untrained): a model load would fail with a weights message instead
     base = ["--direction", "white2black", "--weights-dir", tiny_weights, "--device", "cpu"]
     t0 = time.perf_counter()
     assert main(["run", str(photos), str(afile), *base]) == 2
