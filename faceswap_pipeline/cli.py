@@ -220,6 +220,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=_positive, default=None,
                    help="processes decoding and encoding the photos while this one runs the networks on batches of them; "
                         "1: all in this process, as before (default: all cores)")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local: this machine (--workers); ray: Ray Data, on a local Ray instance or a cluster (--address), "
+                        "needs the ray extra (default: %(default)s)")
+    p.add_argument("--address", default=None,
+                   help="--engine ray: the cluster, 'auto' (the one `ray start` made this machine part of) or ray://HOST:10001 "
+                        "(default: a local Ray instance, or $RAY_ADDRESS)")
+    p.add_argument("--actors", type=_positive, default=None,
+                   help="--engine ray: network actors, one pipeline each (default: one per GPU; without GPUs two thirds "
+                        "of the cluster's CPUs)")
     _blend_args(p)
     _common(p)
 
@@ -301,13 +310,18 @@ def cmd_run(a: argparse.Namespace) -> int:
 
     check_paths(a.input_dir, a.output_dir, report_path=a.report)  # before any model is loaded
     det_kw = _detector_kwargs(a)
+    if a.engine != "ray" and (a.address is not None or a.actors is not None):
+        raise ValueError("--address and --actors apply to --engine ray")
     _set_threads(a.threads)
-    batch = _batch_size(a)
-    pipe = load_pipeline(
-        a.direction, detector=a.detector, upscaler=a.upscaler, device=a.device, weights_dir=a.weights_dir,
-        batch_size=max(16, batch), feather=a.feather, detector_kwargs=det_kw, verify_threshold=_verify_threshold(a),
-        blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise, align=a.align, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
+    pipe_kw = dict(
+        detector=a.detector, upscaler=a.upscaler, weights_dir=a.weights_dir, feather=a.feather, detector_kwargs=det_kw,
+        verify_threshold=_verify_threshold(a), blend=a.blend, mask=a.mask, landmarks=a.landmarks, harmonise=a.harmonise,
+        align=a.align, fallback=None if a.fallback == "none" else a.fallback, faces=a.faces, strength=a.strength,
     )
+    if a.engine == "ray":
+        return _run_ray(a, pipe_kw)
+    batch = _batch_size(a)
+    pipe = load_pipeline(a.direction, device=a.device, batch_size=max(16, batch), **pipe_kw)
     log.debug("%r", pipe)
     from faceswap_pipeline.folder.workers import default_workers
 
@@ -315,6 +329,20 @@ def cmd_run(a: argparse.Namespace) -> int:
                                  report_path=a.report, progress=_progress(a),
                                  workers=a.workers if a.workers is not None else default_workers())
     return _finish(run.run(), "run")
+
+
+def _run_ray(a: argparse.Namespace, pipe_kw: dict) -> int:
+    """``run --engine ray``: the same job on Ray Data (:mod:`faceswap_pipeline.folder.ray_engine`)."""
+    from faceswap_pipeline.folder.ray_engine import PipelineSpec, run_folder_ray
+
+    if a.workers is not None:
+        raise ValueError("--workers applies to --engine local; with --engine ray use --actors")
+    device = a.device.split(":")[0]  # cuda:N -> cuda: Ray gives each actor its GPU
+    spec = PipelineSpec(a.direction, {**pipe_kw, "batch_size": max(16, a.batch_size or 1)})
+    report = run_folder_ray(spec, a.input_dir, a.output_dir, address=a.address, device=device, actors=a.actors,
+                            batch_size=a.batch_size, threads=a.threads, overwrite=a.overwrite, report_path=a.report,
+                            progress=_progress(a))
+    return _finish(report, "run")
 
 
 def cmd_detect(a: argparse.Namespace) -> int:

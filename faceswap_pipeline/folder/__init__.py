@@ -12,7 +12,9 @@ Modules, one per step: :mod:`~faceswap_pipeline.folder.plan` (walk, resume, sett
 (encode), :mod:`~faceswap_pipeline.folder.report` (the JSON report),
 :mod:`~faceswap_pipeline.folder.settings` (the settings record), :mod:`~faceswap_pipeline.folder.paths`
 (path checks), :mod:`~faceswap_pipeline.folder.progress` (the bar) and
-:mod:`~faceswap_pipeline.folder.runner`, which joins them.
+:mod:`~faceswap_pipeline.folder.runner`, which joins them. :mod:`~faceswap_pipeline.folder.workers`
+moves decode and encode to worker processes (``workers=N``); :mod:`~faceswap_pipeline.folder.ray_engine`
+runs a pipeline's folder run on Ray Data (``run --engine ray``) with the same outputs and report.
 
 ``process_batch`` contract::
 

@@ -76,6 +76,12 @@ class PipelineBatch:
     def __call__(self, items: list[LoadedImage]) -> list[ItemResult | BaseException]:
         batch_s: dict[str, float] = {}
         recs = self.pipeline.process([ImageRecord(image=it.rgb, key=str(it.path)) for it in items], batch_timings=batch_s)
+        return self.results(recs, batch_s)
+
+    def results(self, recs: list[ImageRecord], batch_s: dict[str, float]) -> list[ItemResult | BaseException]:
+        """The :class:`ItemResult` (or :class:`~faceswap_pipeline.pipeline.PipelineError`) of each
+        processed record, in order; ``batch_s``: the batch's seconds per stage. Also used by the Ray
+        engine, whose records passed the stages in two steps (:mod:`~faceswap_pipeline.folder.ray_engine`)."""
         batch = None
         if len(recs) > 1:
             batch = {"images": len(recs), "faces": sum(len(r.faces) for r in recs), "stage_s": _round(batch_s)}
