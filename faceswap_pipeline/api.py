@@ -181,6 +181,7 @@ def load_pipeline(
     harmonise: str = "auto",
     faces: str | int | list[int] = "all",
     strength: float = 1.0,
+    head_only: bool = False,
 ) -> Pipeline:
     """The full face-swap pipeline from shipped weights.
 
@@ -225,6 +226,11 @@ def load_pipeline(
             see :func:`~faceswap_pipeline.stages.select.parse_policy`. The others stay as they are.
         strength: edit strength in [0, 1]: 1 (default) the full translation, 0 the input back
             bit-identical, in between a blend in the generator's output space.
+        head_only: build only the per-image stages up to the face crops (detector, verifier,
+            second pass, face choice, crop), the part that
+            :func:`~faceswap_pipeline.folder.ray_engine.split_pipeline` calls the head; no
+            landmark, attribute, generator or SR network is loaded. Its stages are those of the
+            full pipeline built with the same arguments (what the Ray engine's CPU tasks run).
 
     Returns:
         A :class:`~faceswap_pipeline.pipeline.Pipeline`: ``pipe(image) -> (out_image, faces)``
@@ -272,6 +278,8 @@ def load_pipeline(
 
         stages.append(FaceSelector(faces))
     stages.append(CropLetterbox(rescale, size))
+    if head_only:
+        return Pipeline(stages)
     if mask == "landmarks" or align:
         from faceswap_pipeline.stages.landmarks import LandmarkDetector
 

@@ -128,6 +128,13 @@ def test_split_pipeline_runs_the_same_stages_in_two_steps(astronaut, tiny_weight
     assert whole.error is None and two.error is None and len(two.faces) == len(whole.faces) == 1
     assert np.array_equal(two.result, whole.result)
     assert split_pipeline(pipe, until="no such stage")[1].stages == []
+    # what the Ray engine's CPU tasks load: the head's stages only, giving the same crops
+    head_only = spec.build("cpu", head_only=True)
+    assert [type(s) for s in head_only.stages] == [type(s) for s in head.stages]
+    alone = head_only.process([ImageRecord(image=astronaut.copy())])[0]
+    cut = head.process([ImageRecord(image=astronaut.copy())])[0]
+    assert len(alone.faces) == len(cut.faces) == 1 and alone.faces[0].transform == cut.faces[0].transform
+    assert np.array_equal(np.asarray(alone.faces[0].crop), np.asarray(cut.faces[0].crop))
     with pytest.raises(ValueError, match="device"):
         PipelineSpec("male2female", {"device": "cpu"})
 
@@ -200,3 +207,59 @@ def test_cli_ray_options_are_checked(photo_dir, tmp_path, capsys):
     assert main([*base, "--engine", "ray", "--workers", "2"]) == 2
     assert "--workers applies to --engine local" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+class _KillWorkerOn:
+    """A pipeline stage that ends its worker process (as a decoder crash or the OOM killer would)
+    on the photo whose file name is ``name``, and passes every other photo on untouched."""
+
+    name = "kill_worker"
+    batched = False
+
+    def __init__(self, name):
+        self.target = name
+
+    def __call__(self, batch):
+        for rec in batch:
+            if os.path.basename(str(rec.key)) == self.target:
+                os._exit(3)
+        return batch
+
+
+class _CrashingSpec(PipelineSpec):
+    """The real pipeline with :class:`_KillWorkerOn` first (in the head, run by the CPU tasks)."""
+
+    def build(self, device="cpu", head_only=False):
+        from faceswap_pipeline.pipeline import Pipeline
+
+        pipe = super().build(device, head_only=head_only)
+        return Pipeline([_KillWorkerOn("crash.png"), *pipe.stages])
+
+
+@pytest.mark.slow
+def test_a_file_that_kills_its_worker_is_an_error_and_the_job_completes(tmp_path, astronaut, tiny_weights):
+    import sys
+
+    from faceswap_pipeline.folder.ray_engine import RayRun
+
+    d = tmp_path / "in"
+    d.mkdir()
+    small = astronaut[::4, ::4]
+    names = [f"p{i}.png" for i in range(8)] + ["crash.png"]
+    for n in names:
+        iio.imwrite(d / n, small)
+    ray = _start_ray()
+    try:
+        ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import tests/
+        spec = _CrashingSpec("male2female", {"weights_dir": tiny_weights, "upscaler": "resize"})
+        report = RayRun(spec, d, tmp_path / "out", actors=1, threads=1, task_retries=1,
+                        options={"progress": False}).run()
+    finally:
+        ray.shutdown()
+    status = {it.input: it.status for it in report.items}
+    assert report.complete and report.count("pending") == 0
+    assert status == {**{n: "ok" for n in names[:-1]}, "crash.png": "error"}  # its block-mate ran again, alone
+    crash = next(it for it in report.items if it.input == "crash.png")
+    assert "failed 2 times with this input alone" in crash.error and crash.output is None
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == sorted(names[:-1])
+    assert report.exit_code == 1

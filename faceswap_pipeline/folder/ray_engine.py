@@ -28,9 +28,16 @@ re-runs failed tasks and restarts dead actors) or a second run into the same fol
 rewrites a finished output; such an input is reported ``"skipped"``. Outputs are written
 atomically (a hidden temporary file renamed into place), so an existing output is complete.
 
+Bounded retries: a task (or an actor's batch) whose worker dies is re-run ``task_retries`` times
+(2; Ray Data's own default retries forever, so an input that crashes its decoder would loop).
+A block whose task still fails is dropped, not the job (``DataContext.max_errored_blocks``); its
+inputs then run again one per task, and an input that fails alone as well is reported as an
+error, with the job completing (exit code 1) as for any failed input.
+
 Every worker builds its own pipeline from a :class:`PipelineSpec` (the arguments of
-:func:`~faceswap_pipeline.api.load_pipeline`): the CPU tasks on ``"cpu"`` (cached per worker
-process), each actor on its device. On a multi-node cluster every node needs this package (and
+:func:`~faceswap_pipeline.api.load_pipeline`): the CPU tasks only its head on ``"cpu"``
+(``head_only=True``: the detectors and the crop, no generator or SR net; cached per worker
+process), each actor the whole pipeline on its device (it runs the tail). On a multi-node cluster every node needs this package (and
 the weights folder, if one is given) installed, and the input and output folders on a shared file
 system at the same path.
 """
@@ -45,6 +52,7 @@ import pickle
 import socket
 import time
 import traceback
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +79,9 @@ logger = logging.getLogger("faceswap_pipeline.folder")  # the name users see on 
 RAY_MISSING = 'the Ray engine needs Ray: pip install "faceswap_pipeline[ray]" (or pip install "ray[data]")'
 ACTOR_MEMORY = 1 << 30
 """Bytes of memory each network actor reserves: a CPU pipeline holds ~0.4 GB running a 512 px photo."""
+TASK_RETRIES = 2
+"""How often Ray re-runs a task (or an actor's batch) whose worker died, before its block is given
+up (Ray Data's default, -1, retries forever: an input that crashes its decoder would loop)."""
 HEAD_UNTIL = "crop"
 """The last stage of the CPU part (:func:`split_pipeline`): everything up to the face crops."""
 
@@ -103,11 +114,13 @@ class PipelineSpec:
         if "device" in self.options:
             raise ValueError("PipelineSpec options must not name the device: each Ray worker chooses its own")
 
-    def build(self, device: str = "cpu") -> Pipeline:
-        """The pipeline on ``device`` (``load_pipeline(direction, device=device, **options)``)."""
+    def build(self, device: str = "cpu", head_only: bool = False) -> Pipeline:
+        """The pipeline on ``device`` (``load_pipeline(direction, device=device, **options)``);
+        ``head_only``: only its stages up to the face crops (:func:`split_pipeline`'s head), no
+        network beyond the detectors loaded."""
         from faceswap_pipeline.api import load_pipeline
 
-        return load_pipeline(self.direction, device=device, **self.options)
+        return load_pipeline(self.direction, device=device, head_only=head_only, **self.options)
 
     def key(self) -> str:
         """A string that is equal for equal specs (the workers' cache key)."""
@@ -183,7 +196,7 @@ def _head_pipeline(spec: PipelineSpec, threads: int | None) -> Pipeline:
     key = (spec.key(), threads)
     if key not in _HEADS:
         _set_threads(threads)
-        head, _ = split_pipeline(spec.build("cpu"))
+        head = spec.build("cpu", head_only=True)  # the detectors and the crop only, no generator or SR net
         head.warmup()
         _HEADS[key] = head
     return _HEADS[key]
@@ -380,6 +393,9 @@ class RayRun:
             actors, else 1.
         threads: torch threads in each task and actor (None: Ray's default, one per reserved CPU).
         num_cpus: CPUs of a local instance started here (None: all).
+        task_retries: how often a task (or an actor's batch) whose worker died is re-run. A block
+            of inputs whose task still fails is dropped, its inputs run again one per task, and an
+            input whose task fails alone too is reported as an error; the job goes on.
         **options: the other :class:`~faceswap_pipeline.folder.FolderRun` options (``overwrite``,
             ``report_path``, ``progress``, ``quality``, ``max_pixels``, ``output_suffix``,
             ``report_every_s``...). ``workers`` does not apply.
@@ -396,6 +412,7 @@ class RayRun:
     batch_size: int | None = None
     threads: int | None = None
     num_cpus: int | None = None
+    task_retries: int = TASK_RETRIES
     options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -427,21 +444,44 @@ class RayRun:
         bar: Progress | None = None
         try:
             if plan.jobs:
-                ds = self._dataset(plan)
                 bar = Progress(total, should_show(f.progress), None if isinstance(f.progress, bool) else f.progress)
                 bar.update(total - len(plan.jobs))
                 counts = {"ok": 0, "error": 0}
-                for shard in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                    entries = _states(shard["entry"])
-                    for idx in merge_shard(report, (int(i) for i in shard["index"]), entries):
+
+                def merge(shard: dict[str, np.ndarray]) -> None:
+                    for idx in merge_shard(report, (int(i) for i in shard["index"]), _states(shard["entry"])):
                         it = report.items[idx]
                         if it.status == "error":
                             logger.warning("%s: %s", it.input, it.error)
                         counts[it.status] = counts.get(it.status, 0) + 1
                         bar.update(1, ok=counts["ok"], err=counts["error"])
                     saver.save()
-                if report.count("pending"):
-                    raise RuntimeError(f"the Ray run returned no result for {report.count('pending')} input(s)")
+
+                # A block whose task fails on every retry (its worker died: a decoder crash, the OOM
+                # killer) is dropped, not the job; its inputs are then run again one per block, so
+                # that only the input that kills its task is left without a result.
+                jobs = [j.index for j in plan.jobs]
+                ds, per_block = self._dataset(plan, jobs)
+                for shard in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    merge(shard)
+                lost = [i for i in jobs if report.items[i].status == "pending"]
+                if lost and len(lost) == len(jobs) > per_block:
+                    raise RuntimeError(f"every task of the Ray run failed ({len(jobs)} inputs); see the workers' "
+                                       "errors above (is this package installed on every node?)")
+                if lost and per_block > 1:
+                    logger.warning("ray engine: %d input(s) without a result (their task failed %d times); "
+                                   "running them again one per task", len(lost), self.task_retries + 1)
+                    ds, _ = self._dataset(plan, lost, per_block=1)
+                    for shard in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                        merge(shard)
+                    lost = [i for i in lost if report.items[i].status == "pending"]
+                for idx in lost:
+                    it = report.items[idx]
+                    _fail(it, RuntimeError(f"its Ray task failed {self.task_retries + 1} times with this input alone "
+                                           "(the worker died, or raised outside the pipeline's per-image handling)"))
+                    logger.warning("%s: %s", it.input, it.error)
+                    counts["error"] += 1
+                    bar.update(1, ok=counts["ok"], err=counts["error"])
             number_batches(report)
             interrupted = False
         finally:
@@ -460,10 +500,11 @@ class RayRun:
 
     # ------------------------------------------------------------------------------------------
 
-    def _dataset(self, plan: Any) -> Any:
-        """The Ray dataset of the jobs through the three stages (starts or joins Ray)."""
+    def _dataset(self, plan: Any, jobs: list[int], per_block: int | None = None) -> tuple[Any, int]:
+        """The Ray dataset of the report items ``jobs`` through the three stages (starts or joins
+        Ray), and its inputs per block: ``per_block``, or with None a few blocks per CPU, at most
+        ~32 inputs each."""
         ray = import_ray()
-        self._started_ray = False
         if not ray.is_initialized():
             kw: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.WARNING}
             if self.num_cpus is not None and self.address is None:
@@ -471,7 +512,10 @@ class RayRun:
             ray.init(address=self.address, **kw)
             self._started_ray = True
         ctx_data = ray.data.DataContext.get_current()
+        if not hasattr(self, "_data_context_before"):
+            self._data_context_before = (ctx_data, ctx_data.enable_progress_bars, ctx_data.max_errored_blocks)
         ctx_data.enable_progress_bars = should_show(self.folder.progress)
+        ctx_data.max_errored_blocks = -1  # a block that fails on every retry is dropped (run() reports its inputs)
         resources = ray.cluster_resources()
         cpus, gpus = int(resources.get("CPU", 1)), int(resources.get("GPU", 0))
         on_gpu = self.device == "cuda" or (self.device == "auto" and gpus > 0)
@@ -486,14 +530,20 @@ class RayRun:
             output_suffix=f.output_suffix, stale_from=plan.stale_from, max_pixels=f.max_pixels, quality=f.quality,
             threads=self.threads,
         )
-        rows = [{"index": j.index, "input": plan.report.items[j.index].input} for j in plan.jobs]
-        # small blocks, so that a few inputs already spread over the cluster; at most ~32 inputs each
-        per_block = max(batch, min(32, math.ceil(len(rows) / (4 * max(1, cpus)))))
+        rows = [{"index": i, "input": plan.report.items[i].input} for i in jobs]
+        if per_block is None:  # small blocks, so that a few inputs already spread over the cluster
+            per_block = max(batch, min(32, math.ceil(len(rows) / (4 * max(1, cpus)))))
         logger.info("ray engine: %d inputs, %d CPUs, %d GPUs; %s network actor(s) on %s, batch %d",
                     len(rows), cpus, gpus, actors, "cuda" if on_gpu else "cpu", batch)
         ds = ray.data.from_items(rows, override_num_blocks=max(1, math.ceil(len(rows) / per_block)))
+        with warnings.catch_warnings():  # Ray 2.60 names no parameter for the retries; they go as ray_remote_args
+            warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+            return self._stages(ray, ds, ctx, on_gpu, actors, batch), per_block
+
+    def _stages(self, ray: Any, ds: Any, ctx: _Context, on_gpu: bool, actors: Any, batch: int) -> Any:
+        """``ds`` through decode/detect tasks, the network actor pool and the write tasks."""
         ds = ds.map_batches(decode_detect, batch_size=batch, batch_format="numpy", fn_kwargs={"spec": self.spec, "ctx": ctx},
-                            num_cpus=1)
+                            num_cpus=1, max_retries=self.task_retries)
         size = actors if isinstance(actors, int) else tuple(actors)
         pool = (ray.data.ActorPoolStrategy(size=size) if isinstance(size, int)
                 else ray.data.ActorPoolStrategy(min_size=size[0], max_size=size[1]))
@@ -501,10 +551,17 @@ class RayRun:
         # decode/detect tasks into the actors when both ask for the same CPUs).
         ds = ds.map_batches(NetworkActor, batch_size=batch, batch_format="numpy", compute=pool,
                             fn_constructor_kwargs={"spec": self.spec, "device": "cuda" if on_gpu else "cpu", "ctx": ctx},
-                            num_cpus=self.actor_cpus, num_gpus=1 if on_gpu else 0, memory=self.actor_memory)
-        return ds.map_batches(encode_write, batch_size=batch, batch_format="numpy", fn_kwargs={"ctx": ctx}, num_cpus=1)
+                            num_cpus=self.actor_cpus, num_gpus=1 if on_gpu else 0, memory=self.actor_memory,
+                            max_task_retries=self.task_retries)  # a dead actor is restarted, its batch retried this often
+        ds = ds.map_batches(encode_write, batch_size=batch, batch_format="numpy", fn_kwargs={"ctx": ctx}, num_cpus=1,
+                            max_retries=self.task_retries)
+        return ds
 
     def _stop_ray(self) -> None:
+        before = getattr(self, "_data_context_before", None)
+        if before is not None:  # the caller's Ray Data settings back
+            before[0].enable_progress_bars, before[0].max_errored_blocks = before[1], before[2]
+            del self._data_context_before
         if getattr(self, "_started_ray", False):
             import ray
 
