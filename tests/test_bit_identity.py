@@ -4,7 +4,8 @@ The output hashes (torch 2.13.0 CPU build) pin the demo's before/after image (wi
 mask and feather blend it once had, and with today's defaults), a folder run's outputs and the
 swapped astronaut of the Python API. They were first recorded before the training scaffold /
 folder runner refactor and held through it; they were re-recorded on 2026-12-02 when new
-male<->female generators shipped and Poisson blending became the default (a change of weights or
+male<->female generators shipped and Poisson blending became the default, and again for the
+int4 `recipe5` generators (a change of weights or
 of a default changes outputs on purpose). A tiny CycleGAN checkpoint written by the old code
 (``tests/data/cyclegan_ckpt_format1.pt``) must still load and resume to exactly the same weights
 and losses.
@@ -22,9 +23,9 @@ import torch
 import faceswap_pipeline as fp
 from faceswap_pipeline.cli import main
 
-DEMO_PNG_SHA256 = "1c2b9349c1b6bc3b3b06cb4ec49b5070b1cefb73fa2bbe9c750995c5a92b64a7"
-SWAPPED_PNG_SHA256 = "44feec2a7c746e0fb1120ac3b9df8a8a787a04f3506ed74c6d04bbbebfa5be3a"
-API_PIXELS_SHA256 = "d4cea06b10b78a309cf15b703e139dd55b5486b71dc891b33da94ec32afa7227"
+DEMO_PNG_SHA256 = "187daf77caf88a5a1db75ca7035aeb6525d071ecbc6aa88927c67543b67ed35b"
+SWAPPED_PNG_SHA256 = "1155ddd36bfe7f61d923ea519cf5dad53271d445237fa6fb6a3adba693cb4e5e"
+API_PIXELS_SHA256 = "a3432a0d7f365e7008ac8dddcf9a0c0c38d37ea2cd8d22a32da9cdcf4d68fc83"
 CKPT = Path(__file__).parent / "data" / "cyclegan_ckpt_format1.pt"
 RESUMED_NETS_SHA256 = "883be0d8a3a77ab7963f80c5fa216d92a59fb90c54cacdb06a95ff1afffc3c66"
 RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread (conftest)
@@ -33,20 +34,20 @@ RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread 
 # weights below: a change of these weights changes the outputs, and the hashes are then
 # re-recorded with the new weights.
 DEMO_MODELS = {
-    "cyclegan.female2male": "03cbe0fa1074646a", "cyclegan.male2female": "5e9986a3cd4e5361",
+    "cyclegan.female2male": "1a18d2158c96cc09", "cyclegan.male2female": "2f1b1295e02b457e",
     "srresnet.x4": "9ea86adbb9c69e21", "srresnet.x2": "e9a75921ea221a49", "landmarks.v1": "3e4c8f1eec692371",
     "cascade.48net": "422a98689c3abbb7",
 }
 DEMO_DEFAULT_SHA256 = {
-    "astronaut_before_after.png": "d3e5edad5d753af7101c3f66dc54b167383b3b7bb04cddc31662aa237a031fe5",
-    "astronaut_swapped.png": "b6db8acc4d6ac80e837f5387ecf3e00aa1046ab44fedeb229ad9001b8735dd83",
+    "astronaut_before_after.png": "6e4771d2f1ede792c36dcf7fee703c05031bf0b0d49d62e15fd11384d6216188",
+    "astronaut_swapped.png": "cecbc15b13ec38e0e44a64b22e25fd699ac3b446df322a963d0b862d11b8c7a9",
 }
 # `run --direction male2female` over a folder (PNG, greyscale PNG, JPEG in a sub-folder, a photo
 # with no face, an unreadable file), one image at a time and two at a time
 FOLDER_RUN_SHA256 = {
-    "astro.png": "c2dd2466c5859367b8ef98c7f54e47cf9b409bc68e8163aa56cb9db827bdaa5a",
-    "grey.png": "12dbe4d566ed2864c03e353eb894b6bb5f81cf06f4ca13d6077110ddc58c1de5",
-    "sub/astro.jpg": "c5f575deb3c989361c1dfe65a09ae4faafee391f56fad443398c9439ee266912",
+    "astro.png": "fd98425bccde0a89e4f5cffd7a244ad6e2e28023f95d41874c4b0a0e84289d63",
+    "grey.png": "c4c72bf00968c14c9c148b5835171ad3de97033dbb8930e52c821fbb463df4dd",
+    "sub/astro.jpg": "99113adf874a4b0b35546ba11eb54b1a11799f8b9c1a0de7a7bcd5a06d03a6ad",
 }
 
 pytestmark = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0", reason="hashes recorded with torch 2.13.0")

@@ -201,3 +201,13 @@ def test_restore_model_rewrites_storage_in_place_and_keeps_the_entry(tmp_path, m
     assert after.keys() == before.keys()
     big = [k for k, v in before.items() if v.numel() >= 2000]
     assert big and all(not torch.equal(after[k], before[k]) and (after[k] - before[k]).norm() < 0.15 * before[k].norm() for k in big)
+
+
+def test_shipped_weights_fit_the_budget():
+    from faceswap_pipeline.weights import read_manifest, shipped_dir
+
+    folder = shipped_dir()
+    total = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    assert total <= 24_000_000, f"weights/ holds {total / 1e6:.2f} MB, over the 24 MB budget"
+    generators = {k: v for k, v in read_manifest(folder).items() if k.startswith("cyclegan.")}
+    assert generators and all(v["storage"] in ("int4", "int8") for v in generators.values())
