@@ -44,19 +44,11 @@ import imageio.v3 as iio
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json  # noqa: E402
+from common import write_json
+
+from faceswap_pipeline.machine import cpu_name  # noqa: E402
 
 BACKGROUNDS = ("coffee", "chelsea", "rocket", "brick", "grass", "gravel", "coins", "camera", "moon", "page")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _backgrounds(width: int, height: int) -> list[np.ndarray]:
