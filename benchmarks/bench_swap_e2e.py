@@ -65,7 +65,8 @@ def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
     idx = np.sort(rng.choice(idx, size=min(args.n, len(idx)), replace=False))
     names = [str(n) for n in pack.labels["name"][idx]]
     scenes = sorted(p for p in Path(args.scenes).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    pipe = fp.load_pipeline(direction, upscaler=args.upscaler, device="cpu", weights_dir=args.weights_dir)
+    pipe = fp.load_pipeline(direction, upscaler=args.upscaler, device="cpu", weights_dir=args.weights_dir,
+                            blend=args.blend, harmonise=args.harmonise)
     judge = Judge(weights_dir=args.weights_dir)
     ins, outs, swapped, outside = [], [], [], []
     t0 = time.perf_counter()
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-size", type=int, default=300)
     p.add_argument("--long-side", type=int, default=900, help="scene photos are resized to this longer side")
     p.add_argument("--upscaler", default="srresnet", choices=["srresnet", "resize"])
+    p.add_argument("--blend", default="poisson", help="paste-back blend (the pipeline's default: poisson)")
+    p.add_argument("--harmonise", default="auto", help="skin-tone harmonisation at paste-back: auto | on | off")
     p.add_argument("--weights-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
