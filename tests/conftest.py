@@ -60,30 +60,39 @@ def tiny_weights(tmp_path_factory) -> str:
     return str(folder)
 
 
-UNTRAINED = "white2black"
-"""The direction the tests treat as having no trained generator (see :func:`hide_untrained`)."""
-
-
-@pytest.fixture(scope="module")
-def hide_untrained(tmp_path_factory):
-    """The shipped weights without the white <-> black generators, for the tests of a direction
-    that has no trained model (the refusal messages, the page's unavailable options).
-
-    A copy of the shipped manifest minus those entries, the files linked, stands in for the
-    shipped folder while the requesting module's tests run.
-    """
+def _shipped_minus_white_black(folder):
+    """A stand-in for the shipped weights folder: the manifest minus the white <-> black generators, files linked."""
     import json
 
     import faceswap_pipeline.weights as w
 
     src = w.shipped_dir()
-    dst = tmp_path_factory.mktemp("shipped-minus-white-black")
     for f in src.iterdir():
         if f.name != w.MANIFEST:
-            (dst / f.name).symlink_to(f)
+            (folder / f.name).symlink_to(f)
     doc = json.loads((src / w.MANIFEST).read_text())
     doc["models"] = {k: v for k, v in doc["models"].items() if k not in ("cyclegan.white2black", "cyclegan.black2white")}
-    (dst / w.MANIFEST).write_text(json.dumps(doc))
+    (folder / w.MANIFEST).write_text(json.dumps(doc))
+    return folder
+
+
+@pytest.fixture
+def hide_untrained(tmp_path_factory, monkeypatch):
+    """The shipped weights without the white <-> black generators, for one test of a direction that
+    has no trained model (the refusal messages)."""
+    import faceswap_pipeline.weights as w
+
+    dst = _shipped_minus_white_black(tmp_path_factory.mktemp("shipped-minus-white-black"))
+    monkeypatch.setattr(w, "shipped_dir", lambda: dst)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def hide_untrained_module(tmp_path_factory):
+    """:func:`hide_untrained` for all of one module's tests (e.g. a module-scoped web service)."""
+    import faceswap_pipeline.weights as w
+
+    dst = _shipped_minus_white_black(tmp_path_factory.mktemp("shipped-minus-white-black"))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(w, "shipped_dir", lambda: dst)
         yield dst

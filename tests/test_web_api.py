@@ -54,7 +54,7 @@ def decode(data: bytes) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def service(tiny_weights, tmp_path_factory, hide_untrained):
+def service(tiny_weights, tmp_path_factory, hide_untrained_module):
     svc = SwapService(WebConfig(device="cpu", weights_dir=tiny_weights, max_upload_bytes=1 * MiB, max_pixels=600_000,
                                 preload=False, temp_parent=str(tmp_path_factory.mktemp("web-temp"))))
     yield svc
