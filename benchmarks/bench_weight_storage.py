@@ -34,13 +34,11 @@ PAIRS = {("male", "female"): ("male2female", "female2male"), ("white", "asian"):
 
 def _restored(name: str, storage: str, tmp: Path) -> tuple[torch.nn.Module, int]:
     """``name`` re-stored with ``storage`` (from the shipped weights) and loaded back; and its file size."""
-    from faceswap_pipeline.weights import load_model, load_state_dict, register_weights, save_weights
+    from faceswap_pipeline.train.export import restore_model
+    from faceswap_pipeline.weights import load_model
 
-    state, entry = load_state_dict(name)
-    file = f"{name.replace('.', '_')}_{storage}.safetensors"
-    sha = save_weights(state, tmp / file, arch=entry["arch"], kwargs=entry["kwargs"], storage=storage)
-    register_weights(name, {**entry, "file": file, "sha256": sha, "storage": storage}, tmp)
-    return load_model(name, tmp), (tmp / file).stat().st_size
+    path, _ = restore_model(name, storage, out_dir=tmp)
+    return load_model(name, tmp), path.stat().st_size
 
 
 def _outputs(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:

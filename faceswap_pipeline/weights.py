@@ -26,6 +26,7 @@ import contextlib
 import contextvars
 import hashlib
 import json
+import math
 import os
 import sys
 import tempfile
@@ -255,10 +256,7 @@ def _int4_decode(packed: torch.Tensor, scale: torch.Tensor, shape: torch.Tensor)
     q = torch.stack([packed & 0x0F, packed >> 4], dim=2).reshape(packed.shape[0], -1).float() - 8.0
     w = (q.reshape(q.shape[0], scale.shape[1], -1) * scale.float().unsqueeze(2)).reshape(q.shape[0], -1)
     dims = [int(d) for d in shape.tolist()]
-    n = 1
-    for d in dims[1:]:
-        n *= d
-    return w[:, :n].reshape(dims).contiguous()
+    return w[:, : math.prod(dims[1:])].reshape(dims).contiguous()
 
 
 def quantize_state_dict(state: dict[str, torch.Tensor], storage: str) -> dict[str, torch.Tensor]:

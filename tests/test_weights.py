@@ -211,3 +211,16 @@ def test_shipped_weights_fit_the_budget():
     assert total <= 24_000_000, f"weights/ holds {total / 1e6:.2f} MB, over the 24 MB budget"
     generators = {k: v for k, v in read_manifest(folder).items() if k.startswith("cyclegan.")}
     assert generators and all(v["storage"] in ("int4", "int8") for v in generators.values())
+
+
+def test_restore_model_into_another_folder_leaves_the_original(tmp_path):
+    from faceswap_pipeline.train.export import restore_model
+    from faceswap_pipeline.weights import read_manifest
+
+    _save(tmp_path / "src", storage="fp32")
+    before = (tmp_path / "src" / "g.safetensors").read_bytes()
+    path, sha = restore_model("cyclegan.test", "fp16", tmp_path / "src", out_dir=tmp_path / "out")
+    assert path == tmp_path / "out" / "g.safetensors" and (tmp_path / "src" / "g.safetensors").read_bytes() == before
+    assert read_manifest(tmp_path / "out")["cyclegan.test"]["storage"] == "fp16"
+    assert read_manifest(tmp_path / "src")["cyclegan.test"]["storage"] == "fp32"
+    assert isinstance(load_model("cyclegan.test", tmp_path / "out"), ResnetGenerator)

@@ -311,10 +311,11 @@ class CycleGANTrainer(GuidanceMixin):
 
         self._acc += torch.stack([loss_gan, loss_cyc, loss_idt, loss_attr, loss_tex, loss_grid, loss_featd, loss_D_m, loss_D_f, loss_D_feat]).detach().float()
         self._acc_n += 1
-        if self.ema is not None and real_m.shape[-1] == cfg.image_size:  # averaged over the final-resolution phase
-            self.ema.update(self.nets)
-        elif self.ema is not None:
-            self.ema.restart()
+        if self.ema is not None:  # averaged over the final-resolution phase only
+            if real_m.shape[-1] == cfg.image_size:
+                self.ema.update(self.nets)
+            else:
+                self.ema.restart()
         self.step += 1
         self.pairs_seen += b * self.world
 

@@ -55,13 +55,14 @@ def export_model(
 
 
 def restore_model(name: str, storage: str, weights_dir: str | os.PathLike[str] | None = None,
-                  metrics: dict[str, Any] | None = None) -> tuple[Path, str]:
-    """Re-store a shipped model in another storage (e.g. ``int8`` -> ``int4``), in place.
+                  metrics: dict[str, Any] | None = None, out_dir: str | os.PathLike[str] | None = None) -> tuple[Path, str]:
+    """Re-store a shipped model in another storage (e.g. ``int8`` -> ``int4``): in place, or into ``out_dir``.
 
     The stored weights are dequantised and quantised again (so the result is what a fresh export
     from them would write); the entry keeps every field, changes ``sha256`` / ``storage``, records
     ``restored_from`` (the previous storage and sha256) and merges ``metrics`` (the re-stored
-    model's measured figures) into its metrics.
+    model's measured figures) into its metrics. With ``out_dir`` the file and entry go there (same
+    file name) and the original stays as it is.
 
     Returns:
         ``(path, sha256)`` of the rewritten file.
@@ -74,7 +75,7 @@ def restore_model(name: str, storage: str, weights_dir: str | os.PathLike[str] |
     fields["restored_from"] = {"storage": entry.get("storage"), "sha256": entry["sha256"]}
     if metrics:
         fields["metrics"] = {**fields.get("metrics", {}), **metrics}
-    return export_model(state, name, folder, file=entry["file"], arch=entry["arch"], kwargs=entry["kwargs"],
+    return export_model(state, name, out_dir if out_dir is not None else folder, file=entry["file"], arch=entry["arch"], kwargs=entry["kwargs"],
                         storage=storage, **fields)
 
 
