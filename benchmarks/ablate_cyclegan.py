@@ -206,12 +206,18 @@ def train_arm(args: argparse.Namespace) -> int:
     if ckpt.is_file():
         trainer.load_state_dict(cyclegan.load_checkpoint(ckpt))
         log.info("%s: resumed at step %d, %.1f CPU-min", args.arm, trainer.step, trainer.cpu_time_s / 60)
+    elif cfg.init_generators:  # continue shipped generators (-- --init-generators DIR): marks count on from their CPU time
+        trainer.warm_start(cfg.init_generators)
+        trainer.warmup_discriminators(cfg.d_warmup_steps)
     trainer.command = "python benchmarks/ablate_cyclegan.py " + " ".join(sys.argv[1:])
     (root / "arm.json").write_text(json.dumps({"arm": args.arm, "pair": list(pair), "flags": flags, "argv": argv}, indent=1) + "\n")
     curve = root / "curve.jsonl"
     done = {json.loads(line)["mark"] for line in curve.read_text().splitlines()} if curve.is_file() else set()
     scorer = None
     marks = np.arange(args.eval_every, args.cpu_minutes + 1e-9, args.eval_every)
+    start = float(json.loads((root / "start.json").read_text())["cpu_minutes"]) if (root / "start.json").is_file() else trainer.cpu_time_s / 60
+    (root / "start.json").write_text(json.dumps({"cpu_minutes": start}) + "\n")
+    marks = marks[marks > start + 1e-6]  # a warm start's marks begin after the CPU time it brought
     for mark in marks:
         if trainer.cpu_time_s / 60.0 < mark - 1e-6:
             trainer.cfg.max_cpu_minutes = float(mark)

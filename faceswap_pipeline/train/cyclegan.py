@@ -24,8 +24,7 @@ in-memory data; only rank 0 logs and saves.
 
 Command line (flags are generated from :class:`CycleGANConfig`)::
 
-    python -m faceswap_pipeline.train.cyclegan --pack-m data_cache/packs/utk_train.npz ... \\
-        --attr-weights /path/to/weights --run-dir runs/m2f --max-minutes 60
+    python -m faceswap_pipeline.train.cyclegan --pack-m packs/utk_train.npz ... --run-dir runs/m2f --max-minutes 60
     python -m faceswap_pipeline.train.cyclegan --resume runs/m2f/last.pt [--n-steps N ...]
     python -m faceswap_pipeline.train.cyclegan --export runs/m2f/last.pt --out-dir weights
 """
@@ -417,13 +416,11 @@ class CycleGANTrainer(GuidanceMixin):
         return out
 
     def warm_start(self, folder: str | os.PathLike[str]) -> None:
-        """Initialise both generators from shipped weights (e.g. after a lost checkpoint).
-
-        Loads ``cyclegan.male2female`` -> ``G_m2f`` and ``cyclegan.female2male`` -> ``G_f2m``
-        (sha256-verified, int8 dequantised) and continues their bookkeeping: step count (so the
-        learning-rate schedule goes on where it was), pairs seen, wall time, target-rate history
-        and command chain from the manifest. Discriminators, Adam moments and image pools start
-        fresh: follow with :meth:`warmup_discriminators` (``d_warmup_steps``).
+        """Initialise both generators from shipped weights (``cyclegan.<direction>``, sha256-verified,
+        dequantised) and continue their bookkeeping from the manifest (steps, pairs seen, wall and CPU
+        time, history, command); the identity pre-training is skipped and a generator average restarts
+        from the loaded weights. D, Adam moments and pools start fresh: follow with
+        :meth:`warmup_discriminators` (``d_warmup_steps``).
         """
         from faceswap_pipeline.weights import load_state_dict
 
@@ -437,7 +434,11 @@ class CycleGANTrainer(GuidanceMixin):
         self.wall_time_s = float(tr.get("wall_time_s", 0.0))
         self.history = [dict(h) for h in tr.get("target_rate_history", [])]
         self.command = str(tr.get("command", ""))
-        log.info("warm start from %s: generators at step %d, fresh discriminators/optimisers", folder, self.step)
+        self.cpu_time_s = 60.0 * float(entries["G_m2f"].get("metrics", {}).get("training_cpu_minutes", 0.0))
+        self.pretrain_step = self.cfg.g_pretrain_steps  # trained generators: no identity pre-training
+        if self.ema is not None:
+            self.ema.restart()  # the average starts from the loaded generators
+        log.info("warm start from %s: step %d, %.1f CPU-min; fresh D/optimisers", folder, self.step, self.cpu_time_s / 60)
 
     # ---- checkpoints
     def state_dict(self) -> dict[str, Any]:
