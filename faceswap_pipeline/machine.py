@@ -19,12 +19,13 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def describe_machine(device: str | None = None) -> str:
+def describe_machine(device: str | None = None, threads: int | None = None) -> str:
     """E.g. ``"AMD EPYC, 2 cores, 1 torch thread(s), no GPU"`` or ``"..., NVIDIA H100 80GB HBM3"``.
 
     Args:
         device: the torch device the measurement ran on (``"cuda"``, ``"cuda:1"``, ``"cpu"``);
             None: name the first GPU if torch sees one.
+        threads: the torch threads the measurement used (None: this process's current count).
     """
     import torch
 
@@ -34,7 +35,7 @@ def describe_machine(device: str | None = None) -> str:
         gpu = torch.cuda.get_device_name(torch.device(device))
     else:
         gpu = "no GPU used"
-    return f"{cpu_name()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch thread(s), {gpu}"
+    return f"{cpu_name()}, {os.cpu_count()} cores, {threads or torch.get_num_threads()} torch thread(s), {gpu}"
 
 
 @functools.lru_cache(maxsize=1)

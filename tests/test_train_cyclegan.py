@@ -196,10 +196,14 @@ def test_flags_generated_from_config() -> None:
 def test_export_int8_roundtrip(tmp_path: Path) -> None:
     from faceswap_pipeline.weights import load_model, model_entry
 
-    tr = _trainer(_cfg(tmp_path, n_steps=2, n_steps_decay=0))
+    tr = _trainer(_cfg(tmp_path, n_steps=2, n_steps_decay=0, threads=1))
     tr.fit()
     wdir = tmp_path / "weights"
-    cg.export(tmp_path / "run" / "last.pt", wdir, "int8", framing={"rescale": [1, 1, 1, 1], "size": 32}, command="test")
+    torch.set_num_threads(2)  # the exporting process's threads are not the run's
+    try:
+        cg.export(tmp_path / "run" / "last.pt", wdir, "int8", framing={"rescale": [1, 1, 1, 1], "size": 32}, command="test")
+    finally:
+        torch.set_num_threads(1)
     m, f = _data(1)
     x = m[:4].float() / 127.5 - 1
     for direction, net in (("male2female", "G_m2f"), ("female2male", "G_f2m")):
@@ -210,6 +214,7 @@ def test_export_int8_roundtrip(tmp_path: Path) -> None:
         e = model_entry(f"cyclegan.{direction}", wdir)
         assert e["storage"] == "int8" and e["io"]["range"] == [-1, 1] and e["training"]["steps"] == 2
         assert e["framing"]["size"] == 32 and e["kwargs"] == {"ngf": 4, "n_blocks": 1}
+        assert ", 1 torch thread(s), no GPU used" in e["training"]["machine"]
     metrics = cg.evaluate_export(tmp_path / "run" / "last.pt", wdir, _feat_net().eval(), m[:4], f[:4],
                                  sheet_path=tmp_path / "sheet.png", sheet_n=4)
     assert metrics["male2female"]["stored_vs_fp32_mean_abs_diff"] < 0.01

@@ -58,17 +58,21 @@ def export(
             see :func:`faceswap_pipeline.weights.quantize_state_dict`.
         metrics: per direction (``"male2female"`` / ``"female2male"``) metric dicts.
         framing: the crop framing the training faces were made with (the packs' sidecar JSON).
-        command, data, split, machine: provenance recorded under ``training``.
+        command, data, split, machine: provenance recorded under ``training`` (machine None: this
+            CPU with the run's ``threads``).
         feature_net: the attribute network used for the perceptual identity loss and the target rate
             (name, folder, sha256).
 
     Returns:
         ``{"male2female": path, "female2male": path}``.
     """
+    from faceswap_pipeline.machine import describe_machine
     from faceswap_pipeline.train.cyclegan import load_checkpoint
 
     ck = load_checkpoint(checkpoint)
     cfg = ck["config"]
+    device = cfg.get("device", "auto")
+    machine = machine or describe_machine(None if device == "auto" else device, cfg.get("threads") or None)
     kwargs = {"ngf": cfg["ngf"], "n_blocks": cfg["n_blocks"]}
     out: dict[str, Path] = {}
     names = (f"{cfg.get('domain_m', 'male')}2{cfg.get('domain_f', 'female')}", f"{cfg.get('domain_f', 'female')}2{cfg.get('domain_m', 'male')}")
