@@ -62,6 +62,10 @@ ARMS: dict[str, list[str]] = {
     # round 5: recipe3_free evaluated on generator weight averages (EMA 0.999 over the 128-px phase),
     # against the oscillation seen from 40 to 60 CPU-min; run with an earlier switch (--low-res-steps 3500)
     "recipe5": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"],
+    # round 6: recipe5 plus the grid hinge (losses.grid_excess) against the 2-px energy female2male
+    # outputs grew to 1.3-1.4x the inputs'; branched from a recipe5 run (--branch-from) with its full state
+    "recipe5g": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999",
+                 "--lambda-grid", "1.0"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
@@ -202,6 +206,7 @@ def train_arm(args: argparse.Namespace) -> int:
 
         cfg.attr_weights = str(primary_dir(None))
     ckpt = root / "last.pt"
+    branch = _branch(args, root, ckpt)
     trainer = cyclegan.build_trainer(cfg)
     if ckpt.is_file():
         trainer.load_state_dict(cyclegan.load_checkpoint(ckpt))
@@ -210,7 +215,7 @@ def train_arm(args: argparse.Namespace) -> int:
         trainer.warm_start(cfg.init_generators)
         trainer.warmup_discriminators(cfg.d_warmup_steps)
     trainer.command = "python benchmarks/ablate_cyclegan.py " + " ".join(sys.argv[1:])
-    (root / "arm.json").write_text(json.dumps({"arm": args.arm, "pair": list(pair), "flags": flags, "argv": argv}, indent=1) + "\n")
+    (root / "arm.json").write_text(json.dumps({"arm": args.arm, "pair": list(pair), "flags": flags, "argv": argv, **branch}, indent=1) + "\n")
     curve = root / "curve.jsonl"
     done = {json.loads(line)["mark"] for line in curve.read_text().splitlines()} if curve.is_file() else set()
     scorer = None
@@ -245,6 +250,35 @@ def train_arm(args: argparse.Namespace) -> int:
                  res[d_mf].get("attr_target_rate", float("nan")), res[d_fm].get("attr_target_rate", float("nan")),
                  res[d_mf]["identity_median"], res[d_fm]["identity_median"])
     return 0
+
+
+def _branch(args: argparse.Namespace, root: Path, ckpt: Path) -> dict[str, Any]:
+    """Start an arm from another run's full state (G, D, optimisers, averages, pools, data order).
+
+    ``--branch-from NAME`` copies ``--root/NAME/last.pt`` into a new arm's directory once, so the
+    new flags (e.g. one more loss) take over from exactly that step and CPU time; later runs of the
+    same command resume the branch itself. Returns the ``branched_from`` record kept in ``arm.json``.
+    """
+    if not args.branch_from:
+        return {}
+    src = Path(args.root).expanduser() / args.branch_from / "last.pt"
+    info = root / "arm.json"
+    if ckpt.is_file():  # resuming the branch: keep the record written when it was made
+        return {k: v for k, v in json.loads(info.read_text()).items() if k == "branched_from"} if info.is_file() else {}
+    if not src.is_file():
+        raise SystemExit(f"--branch-from {args.branch_from}: no {src}")
+    import shutil
+
+    from faceswap_pipeline.train import cyclegan
+
+    tmp = ckpt.with_suffix(".tmp")
+    shutil.copyfile(src, tmp)
+    st = cyclegan.load_checkpoint(tmp)
+    tmp.replace(ckpt)
+    rec = {"branched_from": {"arm": args.branch_from, "step": int(st["step"]), "cpu_minutes": round(float(st.get("cpu_time_s", 0.0)) / 60, 2)}}
+    log.info("%s: branched from %s at step %d, %.1f CPU-min", args.arm, args.branch_from, rec["branched_from"]["step"],
+             rec["branched_from"]["cpu_minutes"])
+    return rec
 
 
 def score_weights(args: argparse.Namespace) -> int:
@@ -409,6 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--low-res-steps", type=int, default=6000, help="curriculum arms: steps at 64 px")
     t.add_argument("--threads", type=int, default=1)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--branch-from", default=None, help="start from this arm directory's last.pt (full state), once")
     t.add_argument("extra", nargs="*", help="more trainer flags (after --)")
     w = sub.add_parser("score", help="score exported generators (default: the shipped ones) as a reference row")
     w.add_argument("--name", default="shipped")
