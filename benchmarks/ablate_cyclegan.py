@@ -358,6 +358,9 @@ def export_mark(args: argparse.Namespace) -> int:
     meta = json.loads((packs / "utk.json").read_text())
     cmd = (f"python benchmarks/ablate_cyclegan.py train --arm {arm['arm']} --pair {pair[0]}:{pair[1]} --packs PACKS "
            f"--cpu-minutes {args.mark:g} (flags: {' '.join(arm['flags'])})")
+    if "branched_from" in arm:  # the run's first part is the source arm's
+        b = arm["branched_from"]
+        cmd += f"; branched (--branch-from {b['arm']}) at step {b['step']}, {b['cpu_minutes']:g} CPU-min"
     data = f"{packs / 'utk_train.npz'} [{' '.join(pair_flags(pair)[:4])}]"
     with tempfile.TemporaryDirectory() as tmp:
         mark_ckpt = Path(tmp) / "mark.pt"
