@@ -50,6 +50,14 @@ def _square(img: np.ndarray, box: tuple[int, int, int, int], size: int = 200) ->
     return np.array(Image.fromarray(img[y0:y1, x0:x1]).resize((size, size), Image.Resampling.LANCZOS))
 
 
+def _u8(t: Any, size: int) -> np.ndarray:
+    """``(3, S, S)`` float tensor in [0, 1] -> ``(size, size, 3)`` uint8 (Lanczos)."""
+    from PIL import Image
+
+    a = (t.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    return a if a.shape[0] == size else np.array(Image.fromarray(a).resize((size, size), Image.Resampling.LANCZOS))
+
+
 def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
     import imageio.v3 as iio
 
@@ -66,9 +74,10 @@ def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
     names = [str(n) for n in pack.labels["name"][idx]]
     scenes = sorted(p for p in Path(args.scenes).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     pipe = fp.load_pipeline(direction, upscaler=args.upscaler, device="cpu", weights_dir=args.weights_dir,
-                            blend=args.blend, harmonise=args.harmonise)
+                            blend=args.blend, mask=args.mask, harmonise=args.harmonise)
     judge = Judge(weights_dir=args.weights_dir)
     ins, outs, swapped, outside = [], [], [], []
+    crops_in, crops_out, crop_idx = [], [], []  # the swapped face's letterboxed crop and the stage output, before paste-back
     t0 = time.perf_counter()
     for i, name in enumerate(names):
         chip = iio.imread(Path(args.images) / name)[..., :3]
@@ -86,6 +95,10 @@ def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
             iy = min(by1, box[3]) - max(by0, box[1])
             if ix > 0 and iy > 0 and any(a.startswith("translate") for a in f.actions):
                 hit = True
+                if f.crop is not None and f.output is not None and len(crops_in) == len(ins):
+                    crops_in.append(_u8(f.crop, f.crop.shape[-1]))
+                    crops_out.append(_u8(f.output, f.crop.shape[-1]))
+                    crop_idx.append(i)
         outside.append(int((np.any(out != img, axis=2) & ~mask).sum()))
         swapped.append(hit)
         ins.append(_square(img, box))
@@ -96,6 +109,14 @@ def run(args: argparse.Namespace, direction: str) -> dict[str, Any]:
     res = judge.score(a, b, direction, inputs_desc=(d_in, f_in, boxes))
     res.update({"swapped": round(float(np.mean(swapped)), 4), "changed_outside_faces": int(np.sum(outside)),
                 "pipeline_s_per_image": round(wall / len(names), 3), "face_sizes_px": [args.min_size, args.max_size]})
+    if crops_in:  # the same judge on what the generator stage saw and returned: the paste-back's share of the gap
+        c_in = np.stack(crops_in)
+        stage = judge.score(c_in, np.stack(crops_out), direction, inputs_desc=describe(c_in))
+        res["stage_output"] = {k: stage[k] for k in ("n", "judge_target_rate", "judge_target_rate_of_inputs", "identity_median",
+                                                     "face_found_outputs", "face_found_inputs") if k in stage}
+        res["stage_output"]["note"] = "judge on the translate stage's output (resized to the crop) vs its letterboxed crop"
+        sub = judge.score(a[crop_idx], b[crop_idx], direction, inputs_desc=describe(a[crop_idx]))
+        res["stage_output"]["pasted_same_faces_judge_target_rate"] = sub["judge_target_rate"]
     res.pop("grid_energy_ratio", None)  # resampled squares: not comparable with the generator's own output
     if args.sheet:
         from faceswap_pipeline.train.evaluate import contact_sheet
@@ -116,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-side", type=int, default=900, help="scene photos are resized to this longer side")
     p.add_argument("--upscaler", default="srresnet", choices=["srresnet", "resize"])
     p.add_argument("--blend", default="poisson", help="paste-back blend (the pipeline's default: poisson)")
+    p.add_argument("--mask", default="landmarks", help="paste-back mask: landmarks (the default) | ellipse | rect")
     p.add_argument("--harmonise", default="auto", help="skin-tone harmonisation at paste-back: auto | on | off")
     p.add_argument("--weights-dir", default=None)
     p.add_argument("--threads", type=int, default=1)
