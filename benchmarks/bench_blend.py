@@ -44,6 +44,8 @@ CONFIGS = (
     ("landmarks", "feather", "face mask + feather (previous default)"),
     ("landmarks", "laplacian", "face mask + multi-band"),
     ("landmarks", "poisson", "face mask + Poisson (default)"),
+    ("head", "poisson", "head mask + Poisson"),
+    ("rect", "poisson", "square + Poisson"),
 )
 BASE, NEW = "rect/feather", "landmarks/poisson"
 

@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--long-side", type=int, default=900, help="scene photos are resized to this longer side")
     p.add_argument("--upscaler", default="srresnet", choices=["srresnet", "resize"])
     p.add_argument("--blend", default="poisson", help="paste-back blend (the pipeline's default: poisson)")
-    p.add_argument("--mask", default="landmarks", help="paste-back mask: landmarks (the default) | ellipse | rect")
+    p.add_argument("--mask", default="landmarks", help="paste-back mask: landmarks (the default) | head | ellipse | rect")
     p.add_argument("--harmonise", default="auto", help="skin-tone harmonisation at paste-back: auto | on | off")
     p.add_argument("--weights-dir", default=None)
     p.add_argument("--threads", type=int, default=1)

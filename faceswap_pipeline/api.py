@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from faceswap_pipeline.labels import AUTO_GENDER
+from faceswap_pipeline.ops.masks import LANDMARK_MASKS, MASK_SHAPES
 from faceswap_pipeline.pipeline import Pipeline
 from faceswap_pipeline.stages.translate import DIRECTIONS, generator_name
 from faceswap_pipeline.weights import manifests_read_once
@@ -19,7 +20,6 @@ if TYPE_CHECKING:
 DETECTORS = ("hog", "cascade")
 UPSCALERS = ("resize", "srresnet")
 BLEND_MODES = ("feather", "laplacian", "poisson")
-MASK_SHAPES = ("landmarks", "ellipse", "rect")
 LANDMARKERS = ("cnn", "dlib")
 
 
@@ -207,9 +207,10 @@ def load_pipeline(
             that adds no colour step at the mask's edge on both seam benchmarks,
             ``docs/benchmarks/blend.md``), ``"feather"`` (alpha mix) or ``"laplacian"``
             (multi-band); see :mod:`faceswap_pipeline.ops.seamless`.
-        mask: ``"landmarks"`` (default: face-shaped, from 68 landmarks), ``"ellipse"`` (the
+        mask: ``"landmarks"`` (default: face-shaped, from 68 landmarks), ``"head"`` (the face
+            with the hairline and the hair above it, from the same landmarks), ``"ellipse"`` (the
             earlier default) or ``"rect"`` (the original design's square feather).
-        landmarks: who finds the landmarks for ``mask="landmarks"``: ``"cnn"`` (the shipped
+        landmarks: who finds the landmarks for ``mask="landmarks"`` or ``"head"``: ``"cnn"`` (the shipped
             landmark CNN, batched) or ``"dlib"`` (dlib's predictor; needs face-recognition-models).
         align: turn faces whose eyes tilt by 5 degrees or more upright before the generator and back
             at paste-back (:class:`~faceswap_pipeline.stages.align.FaceAligner`; uses the
@@ -280,7 +281,7 @@ def load_pipeline(
     stages.append(CropLetterbox(rescale, size))
     if head_only:
         return Pipeline(stages)
-    if mask == "landmarks" or align:
+    if mask in LANDMARK_MASKS or align:
         from faceswap_pipeline.stages.landmarks import LandmarkDetector
 
         stages.append(LandmarkDetector.from_pretrained(landmarks, dev, weights_dir, batch_size=batch_size))

@@ -173,9 +173,9 @@ def _blend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blend", choices=BLEND_MODES, default="poisson",
                    help="paste-back: alpha feather, laplacian (multi-band) or poisson (seamless cloning) (default: %(default)s)")
     p.add_argument("--mask", choices=MASK_SHAPES, default="landmarks",
-                   help="blend mask: face-shaped from 68 landmarks, ellipse, or rect (the original design's square feather) (default: %(default)s)")
+                   help="blend mask: face-shaped from 68 landmarks, head (the face with hairline and hair), ellipse, or rect (the original design's square feather) (default: %(default)s)")
     p.add_argument("--landmarks", choices=LANDMARKERS, default="cnn",
-                   help="landmarks for --mask landmarks: the shipped CNN (batched) or dlib's predictor "
+                   help="landmarks for --mask landmarks/head: the shipped CNN (batched) or dlib's predictor "
                         "(needs face-recognition-models) (default: %(default)s)")
     p.add_argument("--align", action="store_true",
                    help="turn faces whose eyes tilt by 5 degrees or more upright for the generator, and back at paste-back")

@@ -11,7 +11,7 @@ import torch
 from faceswap_pipeline.archs.landmarks import FLIP_PERM, LandmarkNet
 from faceswap_pipeline.ops.geometry import crop_letterbox, padded_crop, rescale_box
 from faceswap_pipeline.ops.landmarks import inter_ocular, landmark_loss, nme
-from faceswap_pipeline.ops.masks import MASK_SHAPES, landmark_mask, paste_mask, window_envelope
+from faceswap_pipeline.ops.masks import LANDMARK_MASKS, MASK_SHAPES, landmark_mask, paste_mask, window_envelope
 from faceswap_pipeline.ops.seam import seam_score
 from faceswap_pipeline.ops.seamless import BLEND_MODES, paste_window
 from faceswap_pipeline.stages.blend import FeatherBlend
@@ -152,6 +152,17 @@ def test_shipped_landmark_cnn_finds_the_astronauts_features(astronaut: np.ndarra
 # ---------------------------------------------------------------------------------- masks
 
 
+def test_head_mask_holds_the_face_mask_and_reaches_into_the_hair() -> None:
+    box = (100, 60, 300, 300)
+    pts = _face_points(box)
+    face = paste_mask(box, (512, 512), 0.12, "landmarks", pts)
+    head = paste_mask(box, (512, 512), 0.12, "head", pts)
+    assert (head[face > 0.99] > 0.95).all()  # holds the face (the feather's centre moves up a little)
+    assert head.sum() > 1.15 * face.sum()
+    rows_face, rows_head = np.flatnonzero(face.max(1) > 0.5), np.flatnonzero(head.max(1) > 0.5)
+    assert rows_head[0] < rows_face[0] - 10 and abs(rows_head[-1] - rows_face[-1]) <= 1  # higher top, same chin
+
+
 @pytest.mark.parametrize("box", [(100, 80, 260, 260), (-40, -30, 120, 140), (400, 380, 560, 560), (-10, 200, 530, 400)])
 @pytest.mark.parametrize("shape", MASK_SHAPES)
 def test_mask_stays_inside_the_image_and_window(box, shape) -> None:
@@ -166,7 +177,7 @@ def test_mask_stays_inside_the_image_and_window(box, shape) -> None:
     assert (m[outside] == 0).all()
     # window edges that lie inside the image carry (next to) no weight: no hard step there
     # (the original ellipse / rect feathers reach 0 on the edge itself, half a pixel further out)
-    tol = 0.0 if shape == "landmarks" else 0.01
+    tol = 0.0 if shape in LANDMARK_MASKS else 0.01
     if x0 > 0:
         assert (m[:, 0] <= tol).all()
     if y0 > 0:

@@ -1,4 +1,4 @@
-"""Soft paste-back masks: face-shaped (from 68 landmarks) or the original design's square / elliptical feather.
+"""Soft paste-back masks: face-shaped or head-shaped (from 68 landmarks), or the original design's square / elliptical feather.
 
 Every mask here lives in the pixel grid of a face's crop window (``CropTransform.box``), and is
 multiplied by :func:`window_envelope`, which is 0 outside the part of the window that lies inside
@@ -13,9 +13,14 @@ import numpy as np
 from faceswap_pipeline.ops.blend import feather_mask
 from faceswap_pipeline.ops.landmarks import BROWS, JAW
 
-MASK_SHAPES = ("landmarks", "ellipse", "rect")
+MASK_SHAPES = ("landmarks", "head", "ellipse", "rect")
+LANDMARK_MASKS = ("landmarks", "head")
+"""The mask shapes drawn from a face's 68 landmarks."""
 FOREHEAD = 0.55
 """How far the forehead reaches above the brows, as a fraction of the brow-to-nose-base distance."""
+HEAD_FOREHEAD = 1.6
+"""``"head"`` masks: the brows raised this far (same unit), past the hairline into the hair, where
+gender and race swaps change the hairline and the hair's colour and length."""
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -72,7 +77,7 @@ def polygon_mask(poly: np.ndarray, h: int, w: int) -> np.ndarray:
     return m
 
 
-def landmark_mask(points: np.ndarray, h: int, w: int, feather: float) -> np.ndarray:
+def landmark_mask(points: np.ndarray, h: int, w: int, feather: float, forehead: float = FOREHEAD) -> np.ndarray:
     """Face-shaped soft mask: the hull of :func:`face_polygon`, feathered inward over ``feather`` pixels.
 
     Args:
@@ -80,6 +85,7 @@ def landmark_mask(points: np.ndarray, h: int, w: int, feather: float) -> np.ndar
         h, w: mask size.
         feather: fall-off width in pixels; the fall-off is centred a third of it outside the
             hull (faces' outlines are where generators differ most, so the blend ends just past it).
+        forehead: how far the brows are raised (:func:`face_polygon`).
 
     Returns:
         ``(h, w)`` float32 in [0, 1].
@@ -87,7 +93,7 @@ def landmark_mask(points: np.ndarray, h: int, w: int, feather: float) -> np.ndar
     import cv2
 
     p = np.asarray(points, dtype=np.float64)
-    poly = face_polygon(p)
+    poly = face_polygon(p, forehead)
     if feather <= 0:
         return polygon_mask(poly, h, w).astype(np.float32)
     c = poly.mean(0)
@@ -121,8 +127,10 @@ def paste_mask(
         image_hw: ``(H, W)`` of the photo.
         feather: fall-off as a fraction of the face size (landmarks: the face outline's extent;
             ellipse / rect: the window's shorter side).
-        shape: ``"landmarks"`` (needs ``points``), ``"ellipse"`` or ``"rect"`` (the original design's square feather).
-        points: ``(68, 2)`` landmarks in source pixels (for ``"landmarks"``).
+        shape: ``"landmarks"`` (the face: jaw and forehead; needs ``points``), ``"head"`` (the
+            face with the hairline and the hair above it, :data:`HEAD_FOREHEAD`; needs ``points``),
+            ``"ellipse"`` or ``"rect"`` (the original design's square feather).
+        points: ``(68, 2)`` landmarks in source pixels (for ``"landmarks"`` and ``"head"``).
 
     Returns:
         ``(h, w)`` float32 in [0, 1], 0 outside the photo, 0 at the window's edges inside the photo.
@@ -130,11 +138,11 @@ def paste_mask(
     x0, y0, x1, y1 = box
     h, w = y1 - y0, x1 - x0
     win = min(h, w)
-    if shape == "landmarks":
+    if shape in LANDMARK_MASKS:
         if points is None:
-            raise ValueError("shape 'landmarks' needs the face's landmarks")
+            raise ValueError(f"shape {shape!r} needs the face's landmarks")
         local = np.asarray(points, dtype=np.float64) - (x0, y0)
-        m = landmark_mask(local, h, w, feather * face_size(local))
+        m = landmark_mask(local, h, w, feather * face_size(local), HEAD_FOREHEAD if shape == "head" else FOREHEAD)
         env = window_envelope(box, image_hw, 0.5 * feather * win)
     elif shape in ("ellipse", "rect"):
         m = feather_mask(h, w, feather * win, shape)

@@ -8,7 +8,7 @@ import torch
 from faceswap_pipeline.ops.align import unrotate_window
 from faceswap_pipeline.ops.blend import paste
 from faceswap_pipeline.ops.harmonise import harmonise_in_photo
-from faceswap_pipeline.ops.masks import MASK_SHAPES, paste_mask
+from faceswap_pipeline.ops.masks import LANDMARK_MASKS, MASK_SHAPES, paste_mask
 from faceswap_pipeline.ops.seamless import BLEND_MODES, paste_window, window_face
 from faceswap_pipeline.types import ImageRecord
 
@@ -61,6 +61,7 @@ class FeatherBlend:
             outline's extent; ellipse / rect: the face window's shorter side).
         shape: ``"auto"`` (default: ``"landmarks"`` for faces that have landmarks, else
             ``"ellipse"``), ``"landmarks"`` (face-shaped, :func:`~faceswap_pipeline.ops.masks.landmark_mask`),
+            ``"head"`` (the face with hairline and hair),
             ``"ellipse"`` or ``"rect"`` (the original design's square feather), see :func:`~faceswap_pipeline.ops.masks.paste_mask`.
         mode: ``"feather"`` (alpha mix), ``"laplacian"`` (multi-band) or ``"poisson"`` (OpenCV's
             seamless cloning), see :mod:`faceswap_pipeline.ops.seamless`.
@@ -108,7 +109,7 @@ class FeatherBlend:
                     face.actions.append("grey")
                 points = face.detection.landmarks
                 shape = ("landmarks" if points is not None else "ellipse") if self.shape == "auto" else self.shape
-                plain = self.mode == "feather" and shape != "landmarks" and not face.rotation
+                plain = self.mode == "feather" and shape not in LANDMARK_MASKS and not face.rotation
                 if plain and not self.harmonises(face.direction):
                     paste(out, square, face.transform, self.feather, shape)  # the original design's paste-back, unchanged
                 else:
