@@ -13,14 +13,14 @@ import numpy as np
 from faceswap_pipeline.ops.blend import feather_mask
 from faceswap_pipeline.ops.landmarks import BROWS, JAW
 
-MASK_SHAPES = ("landmarks", "head", "ellipse", "rect")
-LANDMARK_MASKS = ("landmarks", "head")
-"""The mask shapes drawn from a face's 68 landmarks."""
 FOREHEAD = 0.55
 """How far the forehead reaches above the brows, as a fraction of the brow-to-nose-base distance."""
 HEAD_FOREHEAD = 1.6
 """``"head"`` masks: the brows raised this far (same unit), past the hairline into the hair, where
 gender and race swaps change the hairline and the hair's colour and length."""
+LANDMARK_MASKS = {"landmarks": FOREHEAD, "head": HEAD_FOREHEAD}
+"""The mask shapes drawn from a face's 68 landmarks, each with how far its forehead reaches."""
+MASK_SHAPES = (*LANDMARK_MASKS, "ellipse", "rect")
 
 
 def _smoothstep(t: np.ndarray) -> np.ndarray:
@@ -142,7 +142,7 @@ def paste_mask(
         if points is None:
             raise ValueError(f"shape {shape!r} needs the face's landmarks")
         local = np.asarray(points, dtype=np.float64) - (x0, y0)
-        m = landmark_mask(local, h, w, feather * face_size(local), HEAD_FOREHEAD if shape == "head" else FOREHEAD)
+        m = landmark_mask(local, h, w, feather * face_size(local), LANDMARK_MASKS[shape])
         env = window_envelope(box, image_hw, 0.5 * feather * win)
     elif shape in ("ellipse", "rect"):
         m = feather_mask(h, w, feather * win, shape)
