@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from faceswap_pipeline.archs.attributes import AttributeNet
 from faceswap_pipeline.archs.cyclegan import ResnetGenerator
@@ -403,6 +404,56 @@ def test_grid_excess_matches_the_judge_and_penalises_only_an_added_grid(tmp_path
     logs: list[dict[str, float]] = []
     tr.fit(on_log=logs.append)
     assert logs and all(np.isfinite(r["G_grid"]) and r["G_grid"] >= 0 for r in logs)
+
+
+def test_population_grid_hinge_judges_the_set_not_each_face() -> None:
+    from faceswap_pipeline.train.losses import PopulationGridHinge, grid_excess, nyquist_share
+
+    g = torch.Generator().manual_seed(1)
+    checker = ((torch.arange(32)[:, None] + torch.arange(32)[None]) % 2 * 2 - 1).float()
+    yy, xx = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
+    smooth = torch.stack([0.5 * xx, 0.3 * yy, 0.2 * xx * yy])[None]
+    detailed = smooth + 0.3 * torch.randn(1, 3, 32, 32, generator=g)  # much 2-px energy of its own
+    real = torch.cat([smooth, detailed])
+    # outputs: the smooth face gains a faint grid, the detailed one loses most of its fine detail
+    fake = torch.cat([smooth + 0.01 * checker, smooth + 0.1 * (detailed - smooth)])
+    assert float(grid_excess(fake, real)) > 0.5  # the per-face hinge punishes the set anyway
+    assert float(nyquist_share(fake).mean()) < float(nyquist_share(real).mean())
+    hinge = PopulationGridHinge(slack=1.0, momentum=0.5)
+    assert float(hinge(fake, real)) == 0.0  # the set carries less 2-px energy than its inputs: free
+    gridded = torch.cat([smooth + 0.2 * checker, detailed + 0.2 * checker]).requires_grad_(True)
+    loss = hinge(gridded, real)  # running means now above the inputs': it acts
+    assert float(loss) > 1.0
+    loss.backward()
+    assert float((gridded.grad * checker).sum()) > 0  # its gradient points the grid away
+    st = hinge.state_dict()
+    twin = PopulationGridHinge(slack=1.0, momentum=0.5)
+    twin.load_state_dict(st)
+    assert twin.state_dict() == st and float(twin(fake, real)) == float(hinge(fake, real))
+    hinge(F.avg_pool2d(fake, 2), F.avg_pool2d(real, 2))  # a new size restarts the means
+    assert hinge.state_dict()["size"] == 16
+    with pytest.raises(ValueError):
+        PopulationGridHinge(momentum=1.0)
+
+
+def test_population_grid_hinge_trains_and_resumes_identically(tmp_path: Path) -> None:
+    kw = dict(lambda_grid=1.0, grid_hinge="population", grid_slack=0.5)
+    full = _trainer(_cfg(tmp_path / "a", **kw))
+    logs: list[dict[str, float]] = []
+    full.fit(on_log=logs.append)
+    assert logs and all(np.isfinite(r["G_grid"]) and r["G_grid"] >= 0 for r in logs)
+    part = _trainer(_cfg(tmp_path / "b", **kw))
+    part.fit(max_steps=4)
+    ck = cg.load_checkpoint(tmp_path / "b" / "run" / "last.pt")
+    assert set(ck["grid_hinges"]) == {"m2f", "f2m"}
+    second = _trainer(_cfg(tmp_path / "b", **kw))
+    second.load_state_dict(ck)
+    second.fit()
+    assert second.grid_hinges["f2m"].state_dict() == full.grid_hinges["f2m"].state_dict()
+    a, b = full.nets["G_f2m"].state_dict(), second.nets["G_f2m"].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError):
+        _cfg(tmp_path / "c", grid_hinge="batch").validate()
 
 
 def test_weight_average_ramp_restart_and_state() -> None:

@@ -63,7 +63,7 @@ from faceswap_pipeline.train.generator_init import (
     transposed_phase_gains,
 )
 from faceswap_pipeline.train.loop import RunClock, StopOnSignal, training_device
-from faceswap_pipeline.train.losses import grid_excess, texture_excess
+from faceswap_pipeline.train.losses import PopulationGridHinge, grid_excess, texture_excess
 from faceswap_pipeline.train.packs import read_pack, selection_mask
 from faceswap_pipeline.train.runlog import RunWriter
 
@@ -171,6 +171,9 @@ class CycleGANTrainer(GuidanceMixin):
         self.pool_m, self.pool_f = ImagePool(cfg.pool_size), ImagePool(cfg.pool_size)
         # generator weight averages (train/ema.py): smooth the GAN's step-to-step oscillation
         self.ema = WeightAverage({n: self.nets[n] for n in ("G_m2f", "G_f2m")}, cfg.g_ema) if cfg.g_ema > 0 else None
+        # running 2-px energy means per direction for the population grid hinge (None: per-face hinge or off)
+        self.grid_hinges = ({d: PopulationGridHinge(cfg.grid_slack) for d in ("m2f", "f2m")}
+                            if cfg.lambda_grid > 0 and cfg.grid_hinge == "population" else None)
 
         # wrappers used for training calls (DDP then compile); self.nets keeps the plain modules
         self.run: dict[str, nn.Module] = {}
@@ -294,7 +297,11 @@ class CycleGANTrainer(GuidanceMixin):
                 loss_tex = torch.zeros((), device=self.device)
             loss_grid = torch.zeros((), device=self.device)
             if cfg.lambda_grid > 0:  # 2-px-period energy beyond the input's (the judge's grid figure)
-                loss_grid = cfg.lambda_grid * (grid_excess(fake_f, real_m) + grid_excess(fake_m, real_f))
+                if self.grid_hinges is not None:
+                    h = self.grid_hinges
+                    loss_grid = cfg.lambda_grid * (h["m2f"](fake_f, real_m) + h["f2m"](fake_m, real_f))
+                else:
+                    loss_grid = cfg.lambda_grid * (grid_excess(fake_f, real_m, cfg.grid_slack) + grid_excess(fake_m, real_f, cfg.grid_slack))
             if cfg.lambda_featd > 0:  # the feature discriminators, frozen for this step like D
                 loss_featd = cfg.lambda_featd * (self._featd_scores("F_f", self._backbone(fake_f), 1.0)
                                                  + self._featd_scores("F_m", self._backbone(fake_m), 1.0))
@@ -469,6 +476,8 @@ class CycleGANTrainer(GuidanceMixin):
         if self.ema is not None:
             avg = self.ema.state_dict()
             st["ema"], st["ema_steps"] = avg["nets"], avg["steps"]
+        if self.grid_hinges is not None:
+            st["grid_hinges"] = {d: h.state_dict() for d, h in self.grid_hinges.items()}
         return st
 
     def load_state_dict(self, st: dict[str, Any]) -> None:
@@ -481,6 +490,9 @@ class CycleGANTrainer(GuidanceMixin):
         self.opt_D.load_state_dict(st["opts"]["D"])
         self.pool_m.load_state_dict(st["pool"]["m"], self.device)
         self.pool_f.load_state_dict(st["pool"]["f"], self.device)
+        if self.grid_hinges is not None and "grid_hinges" in st:  # a hinge newly on (a branch) starts its means now
+            for d, h in self.grid_hinges.items():
+                h.load_state_dict(st["grid_hinges"][d])
         if int(st.get("world", 1)) == self.world:
             self.stream_m.load_state_dict(st["streams"]["m"])
             self.stream_f.load_state_dict(st["streams"]["f"])

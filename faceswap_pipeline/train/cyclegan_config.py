@@ -62,6 +62,8 @@ class CycleGANConfig:
     featd_layers: str = "2,3"  # which attribute-net feature maps its heads read (0-3; 2,3 = 12x12x128 and 6x6x256 at 48 px)
     lambda_texture: float = 0.0  # texture hinge: local Laplacian energy of G(x) beyond its input's (losses.texture_excess)
     lambda_grid: float = 0.0  # grid hinge: 2-px-period energy share of G(x) beyond its input's (losses.grid_excess)
+    grid_hinge: str = "image"  # image: per-face ratio (losses.grid_excess); population: running means (losses.PopulationGridHinge)
+    grid_slack: float = 1.0  # the grid hinge acts above this ratio of output to input 2-px energy
     uk_phase_equal: bool = False  # keep every uk layer's four output phases at equal DC gain (no 2-px grid)
     lr_d: float = 0.0  # discriminator learning rate (0 = lr; TTUR when larger)
     g_ema: float = 0.0  # generator weight average (EMA decay, e.g. 0.999; 0 = off): averaged over the final-resolution
@@ -104,6 +106,8 @@ class CycleGANConfig:
             raise ValueError("image_size (and low_res) must be divisible by 8, and image_size by low_res")
         if self.upsample_init not in ("normal", "bilinear"):
             raise ValueError(f"upsample_init must be normal or bilinear, not {self.upsample_init!r}")
+        if self.grid_hinge not in ("image", "population") or self.grid_slack <= 0:
+            raise ValueError(f"grid_hinge must be image or population (not {self.grid_hinge!r}) and grid_slack > 0")
         if not 0.0 <= self.g_ema < 1.0:
             raise ValueError(f"g_ema is an EMA decay in [0, 1), not {self.g_ema}")
         if self.attr_head not in ("gender", "race"):

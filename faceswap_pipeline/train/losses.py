@@ -71,6 +71,55 @@ def grid_excess(fake: torch.Tensor, real: torch.Tensor, slack: float = 1.0) -> t
     return (nyquist_share(fake) / s_real - slack).clamp_min(0.0).mean()
 
 
+class PopulationGridHinge:
+    """Grid hinge on the judge's figure: the 2-px energy of *all* outputs against all inputs.
+
+    The judge's ``grid_energy_ratio`` is a ratio of means over a set of faces:
+    ``mean(share(G(x))) / mean(share(x))``. :func:`grid_excess`, with a per-image ratio, is
+    dominated by faces whose input has almost no 2-px energy (smooth skin), so it pushes every
+    output below its input. In a run from scratch that ended at 0.4-0.5x (over-smoothed faces).
+    This hinge keeps running means instead. ``momentum`` sets the window (0.99: about 100 steps).
+    It acts only while the running output/input ratio, this batch included, is above ``slack``. It
+    then pushes this batch's share down with weight ``1 / mean(share(inputs))``, the same for every
+    face. Its value is that gated, scaled share (so ``slack`` or more while it acts, 0 while it
+    does not).
+
+    The means restart when the image size changes (the resolution curriculum). The state is a few
+    floats: :meth:`state_dict` / :meth:`load_state_dict` for exact resumes.
+
+    Shape: ``fake`` and ``real`` (B, 3, H, W) float in [-1, 1] -> scalar (float32); ``real`` is a
+    constant.
+    """
+
+    def __init__(self, slack: float = 1.0, momentum: float = 0.99) -> None:
+        if slack <= 0 or not 0.0 <= momentum < 1.0:
+            raise ValueError(f"need slack > 0 and momentum in [0, 1), got {slack}, {momentum}")
+        self.slack, self.momentum = float(slack), float(momentum)
+        self.mean_real = self.mean_fake = 0.0
+        self.size = 0  # image side the means are over (0: none yet)
+
+    def __call__(self, fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+        s_fake = nyquist_share(fake).mean()
+        with torch.no_grad():
+            s_real = float(nyquist_share(real).mean())
+        f_now, k = float(s_fake.detach()), self.momentum
+        if fake.shape[-1] != self.size:  # first call, or a new resolution
+            self.size, self.mean_real, self.mean_fake = int(fake.shape[-1]), s_real, f_now
+        else:
+            self.mean_real = k * self.mean_real + (1 - k) * s_real
+            self.mean_fake = k * self.mean_fake + (1 - k) * f_now
+        denom = max(self.mean_real, 1e-8)
+        if self.mean_fake / denom <= self.slack:
+            return s_fake * 0.0
+        return s_fake / denom
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean_real": self.mean_real, "mean_fake": self.mean_fake, "size": self.size}
+
+    def load_state_dict(self, st: dict[str, float]) -> None:
+        self.mean_real, self.mean_fake, self.size = float(st["mean_real"]), float(st["mean_fake"]), int(st["size"])
+
+
 def texture_excess(fake: torch.Tensor, real: torch.Tensor, window: int = 8) -> torch.Tensor:
     """Texture hinge: local high-frequency energy a generator adds beyond its input's.
 
