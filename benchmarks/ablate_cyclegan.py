@@ -71,6 +71,10 @@ ARMS: dict[str, list[str]] = {
     # outputs whose set was within 1.04x of its inputs, and smoothed faces to 0.4-0.5x
     "recipe5p": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999",
                  "--lambda-grid", "1.0", "--grid-hinge", "population"],
+    # round 7: recipe5 with the reference CycleGAN's linear learning-rate decay to 0 at the end: a branch of
+    # a constant-lr recipe5 run started with "-- --n-steps S --n-steps-decay D" (S = branch step + D), so
+    # the decay runs from the branch point; the curve records both in arm.json
+    "recipe5d": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"],
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
