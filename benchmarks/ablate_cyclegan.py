@@ -39,6 +39,8 @@ log = logging.getLogger("ablate_cyclegan")
 COMMON = ["--n-steps", "1000000", "--n-steps-decay", "0"]
 FREE = ["--lambda-cycle", "5", "--lambda-identity", "1"]  # relaxed cycle / identity: faces may change more
 RECIPE = ["--upsample-init", "bilinear", "--g-pretrain-steps", "300", "--low-res", "64", "--low-res-steps", "{low_res_steps}"]
+# round 5's recipe, which rounds 6-7 build on: recipe3_free + generator weight averages
+RECIPE5 = [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"]
 ARMS: dict[str, list[str]] = {
     "seed": [],
     "seed_bilinear": ["--upsample-init", "bilinear"],
@@ -61,20 +63,18 @@ ARMS: dict[str, list[str]] = {
     "recipe4_attr": [*RECIPE, "--uk-phase-equal", "1", "--lambda-featd", "1.0", "--lambda-texture", "20", "--lambda-attr", "0.5", *FREE],
     # round 5: recipe3_free evaluated on generator weight averages (EMA 0.999 over the 128-px phase),
     # against the oscillation seen from 40 to 60 CPU-min; run with an earlier switch (--low-res-steps 3500)
-    "recipe5": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"],
+    "recipe5": RECIPE5,
     # round 6: recipe5 plus the grid hinge (losses.grid_excess) against the 2-px energy female2male
     # outputs grew to 1.3-1.4x the inputs'; branched from a recipe5 run (--branch-from) with its full state
-    "recipe5g": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999",
-                 "--lambda-grid", "1.0"],
+    "recipe5g": [*RECIPE5, "--lambda-grid", "1.0"],
     # round 7: the grid hinge on the judge's own figure (ratio of running means over all faces,
     # losses.PopulationGridHinge): the per-face hinge of recipe5g acted on 70 of 100 shipped female2male
     # outputs whose set was within 1.04x of its inputs, and smoothed faces to 0.4-0.5x
-    "recipe5p": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999",
-                 "--lambda-grid", "1.0", "--grid-hinge", "population"],
+    "recipe5p": [*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"],
     # round 7: recipe5 with the reference CycleGAN's linear learning-rate decay to 0 at the end: a branch of
     # a constant-lr recipe5 run started with "-- --n-steps S --n-steps-decay D" (S = branch step + D), so
     # the decay runs from the branch point; the curve records both in arm.json
-    "recipe5d": [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"],
+    "recipe5d": RECIPE5,
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 

@@ -109,8 +109,8 @@ class PopulationGridHinge:
             self.mean_real = k * self.mean_real + (1 - k) * s_real
             self.mean_fake = k * self.mean_fake + (1 - k) * f_now
         denom = max(self.mean_real, 1e-8)
-        if self.mean_fake / denom <= self.slack:
-            return s_fake * 0.0
+        if self.mean_fake / denom <= self.slack:  # a constant: no backward pass through the FFT
+            return torch.zeros((), device=fake.device)
         return s_fake / denom
 
     def state_dict(self) -> dict[str, float]:
