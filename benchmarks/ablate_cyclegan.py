@@ -39,6 +39,14 @@ log = logging.getLogger("ablate_cyclegan")
 COMMON = ["--n-steps", "1000000", "--n-steps-decay", "0"]
 FREE = ["--lambda-cycle", "5", "--lambda-identity", "1"]  # relaxed cycle / identity: faces may change more
 RECIPE = ["--upsample-init", "bilinear", "--g-pretrain-steps", "300", "--low-res", "64", "--low-res-steps", "{low_res_steps}"]
+
+
+def _override(flags: list[str], flag: str, value: str) -> list[str]:
+    """``flags`` with ``flag``'s value replaced (the flag must be there once), so an arm states one change."""
+    i = flags.index(flag)
+    return [*flags[: i + 1], value, *flags[i + 2 :]]
+
+
 # round 5's recipe, which rounds 6-7 build on: recipe3_free + generator weight averages
 RECIPE5 = [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"]
 ARMS: dict[str, list[str]] = {
@@ -75,6 +83,10 @@ ARMS: dict[str, list[str]] = {
     # a constant-lr recipe5 run started with "-- --n-steps S --n-steps-decay D" (S = branch step + D), so
     # the decay runs from the branch point; the curve records both in arm.json
     "recipe5d": RECIPE5,
+    # round 8: recipe5p with three times the attribute guidance (the issue's "try its weight"; every arm so far
+    # ran it at 1): the attribute net already reads 1.00 where the judge reads 0.72, so does a harder push
+    # transfer to the judge or only deepen the fooling? Branched from recipe5p (--branch-from) for a paired run
+    "recipe5pa3": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "3.0"),
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
