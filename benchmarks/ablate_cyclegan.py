@@ -86,6 +86,8 @@ ARMS: dict[str, list[str]] = {
     # round 8: recipe5p with three times the attribute guidance (the "try its weight"; every arm so far
     # ran it at 1): the attribute net already reads 1.00 where the judge reads 0.72, so does a harder push
     # transfer to the judge or only deepen the fooling? Branched from recipe5p (--branch-from) for a paired run
+    # ... and the same change on recipe5 (no grid hinge) for the white <-> black plateau (0.77-0.81 from 100 to 200 CPU-min)
+    "recipe5a3": _override(RECIPE5, "--lambda-attr", "3.0"),
     "recipe5pa3": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "3.0"),
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
