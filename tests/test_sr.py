@@ -467,6 +467,18 @@ def test_degradation_chain_is_deterministic_and_covers_every_op() -> None:
         degrade_one(torch.rand(1, 3, 30, 30), 4, cfg, rng)
 
 
+def test_clean_fraction_reaches_the_chain() -> None:
+    """``--clean-fraction`` sets the chain's clean share: 1 gives the clean bicubic LR, 0 never does."""
+    from faceswap_pipeline.train.srresnet import PatchSampler, SRConfig, degrade, make_batch
+
+    scenes = [(np.random.default_rng(3).random((48, 48, 3)) * 255).astype(np.uint8)]
+    for frac, clean in ((1.0, True), (0.0, False)):
+        cfg = SRConfig(scale=2, patch=16, batch_size=8, degrade="mix", clean_fraction=frac)
+        hr, lr = make_batch(cfg, PatchSampler([], scenes, 16, 1.0, seed=0), None)
+        same = [bool(torch.allclose(lr[i], degrade(hr[i : i + 1], 2)[0], atol=1 / 255 + 1e-6)) for i in range(8)]
+        assert same == [clean] * 8
+
+
 def test_blur_kernels() -> None:
     from faceswap_pipeline.train.degrade import blur, gaussian_kernel
 

@@ -63,6 +63,7 @@ from faceswap_pipeline.machine import describe_machine
 from faceswap_pipeline.ops.geometry import resize
 from faceswap_pipeline.train import config
 from faceswap_pipeline.train.checkpoint import atomic_save
+from faceswap_pipeline.train.degrade import DegradeConfig
 from faceswap_pipeline.train.loop import RunClock, StopOnSignal
 from faceswap_pipeline.train.runlog import RunWriter
 from faceswap_pipeline.train.splits import is_validation
@@ -86,6 +87,7 @@ class SRConfig:
     res_scale: float = config.helped(0.0, "0 = variant default (1.0 srresnet, 0.1 edsr)")
     img_skip: str = config.helped("bicubic", "none (Ledig) | bicubic (a=-0.75) | bicubic_aa (a=-0.5) | bilinear: add the interpolated input to the output")
     degrade: str = config.helped("bicubic", "LR inputs: bicubic (clean) | mix (random blur/resize/noise/JPEG/grid chain)")
+    clean_fraction: float = config.helped(0.3, "with degrade mix: share of samples left as clean antialiased bicubic LR")
     gen_fraction: float = config.helped(0.0, "share of face patches whose LR is a real CycleGAN output (needs gen_pack)")
     gen_pack: str = config.helped("", "train-split face pack (.npz, 128 px crops) for the generator augmentation")
     gen_weights_dir: str = config.helped("", "folder of the generators' manifest (empty = default weights folder)")
@@ -250,12 +252,17 @@ class GenPatchSource:
         return hr.rot90(k, (-2, -1)), lr.rot90(k, (-2, -1))
 
 
+def degrade_config(cfg: SRConfig) -> DegradeConfig:
+    """The degradation chain's settings for ``cfg`` (``DegradeConfig`` defaults but the clean share)."""
+    return DegradeConfig(clean_prob=cfg.clean_fraction)
+
+
 def make_batch(cfg: SRConfig, sampler: PatchSampler, gen: GenPatchSource | None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(hr, lr)`` training batch: HR patches, LR by ``cfg.degrade``, a ``gen_fraction`` share from ``gen``."""
-    from faceswap_pipeline.train.degrade import DegradeConfig, degrade_batch
+    from faceswap_pipeline.train.degrade import degrade_batch
 
     hr = sampler.batch(cfg.batch_size)
-    lr = degrade_batch(hr, cfg.scale, DegradeConfig(), sampler.rng) if cfg.degrade == "mix" else degrade(hr, cfg.scale)
+    lr = degrade_batch(hr, cfg.scale, degrade_config(cfg), sampler.rng) if cfg.degrade == "mix" else degrade(hr, cfg.scale)
     if gen is not None and cfg.gen_fraction > 0:
         hr, lr = hr.clone(), lr.clone()
         for i in np.flatnonzero(sampler.rng.random(cfg.batch_size) < cfg.gen_fraction):
@@ -485,7 +492,6 @@ def train(cfg: SRConfig) -> dict[str, Any]:
 def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: int, elapsed: float,
            val: dict[str, float] | None, n_faces: int, n_scenes: int) -> dict[str, Any]:
     """Save fp16 safetensors to ``cfg.export`` and (if ``cfg.export_name``) register it in the manifest."""
-    from faceswap_pipeline.train.degrade import DegradeConfig
     from faceswap_pipeline.weights import register_weights, save_weights
 
     path = Path(cfg.export)
@@ -504,8 +510,8 @@ def export(model: torch.nn.Module, kwargs: dict[str, Any], cfg: SRConfig, step: 
                 "scenes": f"Sun & Hays 80 scenes minus held-out (sorted index % {cfg.scene_holdout_every} == 0): {n_scenes} used",
                 "patches": f"{cfg.patch}x{cfg.patch} HR, LR = " + (
                     f"antialiased bicubic /{cfg.scale}" if cfg.degrade == "bicubic" else
-                    f"degradation chain /{cfg.scale} (faceswap_pipeline.train.degrade.DegradeConfig defaults: "
-                    + json.dumps(DegradeConfig().to_dict()) + ")"
+                    f"degradation chain /{cfg.scale} (faceswap_pipeline.train.degrade.DegradeConfig: "
+                    + json.dumps(degrade_config(cfg).to_dict()) + ")"
                 ) + ", 8-bit; flips + rot90",
                 "generator_augmentation": (f"{cfg.gen_fraction:.0%} of patches: LR = shipped CycleGAN generator on the "
                                            f"/{cfg.scale} face of {Path(cfg.gen_pack).name} (train split), target = HR + "
