@@ -5,8 +5,9 @@ mask and feather blend it once had, and with today's defaults), a folder run's o
 swapped astronaut of the Python API. They were first recorded before the training scaffold /
 folder runner refactor and held through it; they were re-recorded on 2026-12-02 when new
 male<->female generators shipped and Poisson blending became the default, and again for the
-int4 `recipe5` generators (2026-12-02, and their 100-CPU-min successors on 2026-12-03; a change of weights or
-of a default changes outputs on purpose). A tiny CycleGAN checkpoint written by the old code
+int4 `recipe5` generators (2026-12-02, their 100-CPU-min successors on 2026-12-03, and the
+attribute-weight-3 `recipe5pa3` generators on 2026-12-04; a change of weights or of a default
+changes outputs on purpose). A tiny CycleGAN checkpoint written by the old code
 (``tests/data/cyclegan_ckpt_format1.pt``) must still load and resume exactly as today's own checkpoint
 of that state does, with the recorded losses.
 """
@@ -23,9 +24,9 @@ import torch
 import faceswap_pipeline as fp
 from faceswap_pipeline.cli import main
 
-DEMO_PNG_SHA256 = "e4311c94f6314ae136c0d9caba26156f3c115bdcbcd34bb17aa2ce70c3284a12"
-SWAPPED_PNG_SHA256 = "6e5efdbe1a4339526f2c9ddf62cc8c6e865282e9403b3d007861d11d23309f79"
-API_PIXELS_SHA256 = "e343f5dfd0eb1b28d49a53e4869543a621790769890718380d21013a417068bd"
+DEMO_PNG_SHA256 = "9b420d3af62dbc857adaa166c9965e141e012fb4ce7792927c09747580e86f89"
+SWAPPED_PNG_SHA256 = "9cba8168dac58525da0a70feb4806680d52ce53f4c927679a391936af53e3919"
+API_PIXELS_SHA256 = "7d2af67f3c9b654da9e2d3ee4295973afa9936f3a3e29c574e5c3b998fa4f15c"
 CKPT = Path(__file__).parent / "data" / "cyclegan_ckpt_format1.pt"
 RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread (conftest)
 
@@ -33,20 +34,20 @@ RESUMED_G_CYCLE = [8.424315452575684, 8.133246421813965]  # with one CPU thread 
 # weights below: a change of these weights changes the outputs, and the hashes are then
 # re-recorded with the new weights.
 DEMO_MODELS = {
-    "cyclegan.female2male": "840b2c1ac9d1f5ca", "cyclegan.male2female": "e5e377482e2502f1",
+    "cyclegan.female2male": "628834744f65e612", "cyclegan.male2female": "e9b002c4b4d60d55",
     "srresnet.x4": "9ea86adbb9c69e21", "srresnet.x2": "e9a75921ea221a49", "landmarks.v1": "3e4c8f1eec692371",
     "cascade.48net": "422a98689c3abbb7",
 }
 DEMO_DEFAULT_SHA256 = {
-    "astronaut_before_after.png": "e9a178235935d08a5b54c74690976c77c1353e8524faaa8e4b5f57a830b9967f",
-    "astronaut_swapped.png": "e2a7ee137d04f6d2a683a75e87a87c9c294e4401757f86204bf90a4c4f06b873",
+    "astronaut_before_after.png": "96f7b2b8daee6d5ffc41d5dc5e7af2f3dc05a909685e1d6a79edb3f6887a102e",
+    "astronaut_swapped.png": "6b2066a68703a129ea3523b7ceb73aa8e6066ba19ebf8f643493d4cee996148c",
 }
 # `run --direction male2female` over a folder (PNG, greyscale PNG, JPEG in a sub-folder, a photo
 # with no face, an unreadable file), one image at a time and two at a time
 FOLDER_RUN_SHA256 = {
-    "astro.png": "9f04e221ac11680c676714c0a29b6242093f52e678f0b8e7ac61271104209a11",
-    "grey.png": "6d2433378a6271375a0c3a10ba38887b89d0b4acaa70e7068e757824a4d50611",
-    "sub/astro.jpg": "a80a4d056a5a326a11f73c9912148cef01885836ba35336e265d61094154f0b1",
+    "astro.png": "ffe11e17ca99ffe0072ba9d824c0e610a66dc577642efb779dac1ad0a4674460",
+    "grey.png": "cd44a8e0981eaf9a2c0d683238ca2ce10076fde45df2282ccc4011889388be52",
+    "sub/astro.jpg": "f100af8c0acd3fc30e3754713e76271378612010df20aedcd664b85385b3808e",
 }
 
 pytestmark = pytest.mark.skipif(torch.__version__.split("+")[0] != "2.13.0", reason="hashes recorded with torch 2.13.0")
