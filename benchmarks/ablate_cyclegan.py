@@ -89,6 +89,8 @@ ARMS: dict[str, list[str]] = {
     # ... and the same change on recipe5 (no grid hinge) for the white <-> black plateau (0.77-0.81 from 100 to 200 CPU-min)
     "recipe5a3": _override(RECIPE5, "--lambda-attr", "3.0"),
     "recipe5pa3": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "3.0"),
+    # round 8, second step: weight 6, branched from recipe5pa3 (male2female was 0.85-0.88 at weight 3)
+    "recipe5pa6": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "6.0"),
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
