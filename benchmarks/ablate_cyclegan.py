@@ -49,6 +49,8 @@ def _override(flags: list[str], flag: str, value: str) -> list[str]:
 
 # round 5's recipe, which rounds 6-7 build on: recipe3_free + generator weight averages
 RECIPE5 = [*RECIPE, "--uk-phase-equal", "1", "--lambda-attr", "1.0", "--lambda-texture", "20", *FREE, "--g-ema", "0.999"]
+# round 7's recipe5p: recipe5 + the population grid hinge
+RECIPE5P = [*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"]
 ARMS: dict[str, list[str]] = {
     "seed": [],
     "seed_bilinear": ["--upsample-init", "bilinear"],
@@ -78,7 +80,7 @@ ARMS: dict[str, list[str]] = {
     # round 7: the grid hinge on the judge's own figure (ratio of running means over all faces,
     # losses.PopulationGridHinge): the per-face hinge of recipe5g acted on 70 of 100 shipped female2male
     # outputs whose set was within 1.04x of its inputs, and smoothed faces to 0.4-0.5x
-    "recipe5p": [*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"],
+    "recipe5p": RECIPE5P,
     # round 7: recipe5 with the reference CycleGAN's linear learning-rate decay to 0 at the end: a branch of
     # a constant-lr recipe5 run started with "-- --n-steps S --n-steps-decay D" (S = branch step + D), so
     # the decay runs from the branch point; the curve records both in arm.json
@@ -86,11 +88,11 @@ ARMS: dict[str, list[str]] = {
     # round 8: recipe5p with three times the attribute guidance (the issue's "try its weight"; every arm so far
     # ran it at 1): the attribute net already reads 1.00 where the judge reads 0.72, so does a harder push
     # transfer to the judge or only deepen the fooling? Branched from recipe5p (--branch-from) for a paired run
+    "recipe5pa3": _override(RECIPE5P, "--lambda-attr", "3.0"),
     # ... and the same change on recipe5 (no grid hinge) for the white <-> black plateau (0.77-0.81 from 100 to 200 CPU-min)
     "recipe5a3": _override(RECIPE5, "--lambda-attr", "3.0"),
-    "recipe5pa3": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "3.0"),
     # round 8, second step: weight 6, branched from recipe5pa3 (male2female was 0.85-0.88 at weight 3)
-    "recipe5pa6": _override([*RECIPE5, "--lambda-grid", "1.0", "--grid-hinge", "population"], "--lambda-attr", "6.0"),
+    "recipe5pa6": _override(RECIPE5P, "--lambda-attr", "6.0"),
     "recipe_128": ["--upsample-init", "bilinear", "--g-pretrain-steps", "100", "--lambda-attr", "1.0"],
 }
 
